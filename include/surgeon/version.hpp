@@ -1,0 +1,12 @@
+/// @file version.hpp
+/// @brief surgeon's version, as numbers and as a string.
+#pragma once
+
+#define SURGEON_VERSION_MAJOR 0
+#define SURGEON_VERSION_MINOR 1
+#define SURGEON_VERSION_PATCH 0
+
+namespace surgeon {
+/// @brief The library version as "major.minor.patch".
+inline constexpr const char* version_string = "0.1.0";
+}  // namespace surgeon

@@ -1,0 +1,27 @@
+/// @file cpu/context.hpp
+/// @brief The CPU (Eigen) backend's execution context.
+#pragma once
+
+#include <surgeon/config.hpp>
+
+#if !defined(SURGEON_HAS_EIGEN)
+#error "surgeon/cpu/*.hpp needs the Eigen backend: link surgeon::eigen (or define SURGEON_HAS_EIGEN)"
+#endif
+
+namespace surgeon::cpu {
+
+/// @brief Handle for the CPU backend.
+///
+/// Every CPU primitive takes a `cpu::context&` as its first argument, so that generic code calls
+/// backend functions unqualified and argument-dependent lookup picks `surgeon::cpu::...` or
+/// `surgeon::cuda::...`. The context holds no threads of its own: the dense kernels use
+/// OpenBLAS's threads (`OPENBLAS_NUM_THREADS`) or Eigen's (`Eigen::setNbThreads`) depending on the
+/// build (`surgeon::uses_openblas`). Cheap to construct; not shared between threads.
+class context {
+ public:
+  context() = default;
+  /// @brief Name of the dense-kernel provider of this build: "OpenBLAS" or "Eigen".
+  static constexpr const char* kernels() { return uses_openblas ? "OpenBLAS" : "Eigen"; }
+};
+
+}  // namespace surgeon::cpu

@@ -1,0 +1,25 @@
+/// @file surgeon.hpp
+/// @brief Umbrella header: the backend-neutral API plus every backend this build has.
+///
+/// - always: errors, views, K-FAC accumulators, damping and dead structure, safetensors I/O;
+/// - with `SURGEON_HAS_EIGEN` (target `surgeon::eigen`): the CPU backend `surgeon::cpu`;
+/// - `surgeon::cuda::context` always exists and throws `backend_unavailable` when the CUDA
+///   backend is not compiled in or no device is visible.
+#pragma once
+
+#include <surgeon/config.hpp>
+#include <surgeon/curvature.hpp>
+#include <surgeon/error.hpp>
+#include <surgeon/io/safetensors.hpp>
+#include <surgeon/kfac.hpp>
+#include <surgeon/types.hpp>
+#include <surgeon/version.hpp>
+#include <surgeon/view.hpp>
+
+#include <surgeon/cuda/context.hpp>
+
+#if defined(SURGEON_HAS_EIGEN)
+#include <surgeon/cpu/context.hpp>
+#include <surgeon/cpu/curvature.hpp>
+#include <surgeon/cpu/kfac.hpp>
+#endif

@@ -71,8 +71,8 @@ template <typename Error, typename... Args>
 /// @brief Throws `surgeon::logic_error` with a fmt-formatted message when `cond` is false.
 /// Used at every public boundary to check preconditions. Example:
 /// `SURGEON_EXPECTS(x.cols() == dim, "input has {} columns, the accumulator expects {}", x.cols(), dim);`
-#define SURGEON_EXPECTS(cond, ...)                                                    \
-  do {                                                                                \
+#define SURGEON_EXPECTS(cond, ...)                                                                        \
+  do {                                                                                                    \
     if (!(cond)) ::surgeon::detail::throw_error<::surgeon::logic_error>(__FILE__, __LINE__, __VA_ARGS__); \
   } while (false)
 

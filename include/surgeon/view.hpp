@@ -84,10 +84,9 @@ class matrix_view {
   /// @brief The sub-view `[row0, row0 + rows) x [col0, col0 + cols)`, sharing this view's `ld`.
   /// @throws logic_error if the block is outside the view.
   matrix_view block(index_t row0, index_t col0, index_t rows, index_t cols) const {
-    SURGEON_EXPECTS(row0 >= 0 && col0 >= 0 && rows >= 0 && cols >= 0 && row0 + rows <= rows_ &&
-                        col0 + cols <= cols_,
-                    "matrix_view::block: [{}+{}, {}+{}] outside a [{}, {}] view", row0, rows, col0, cols, rows_,
-                    cols_);
+    SURGEON_EXPECTS(
+        row0 >= 0 && col0 >= 0 && rows >= 0 && cols >= 0 && row0 + rows <= rows_ && col0 + cols <= cols_,
+        "matrix_view::block: [{}+{}, {}+{}] outside a [{}, {}] view", row0, rows, col0, cols, rows_, cols_);
     return matrix_view(empty() ? data_ : data_ + row0 * ld_ + col0, rows, cols, ld_);
   }
 

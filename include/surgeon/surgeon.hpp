@@ -1,8 +1,10 @@
 /// @file surgeon.hpp
 /// @brief Umbrella header: the backend-neutral API plus every backend this build has.
 ///
-/// - always: errors, views, K-FAC accumulators, damping and dead structure, safetensors I/O;
-/// - with `SURGEON_HAS_EIGEN` (target `surgeon::eigen`): the CPU backend `surgeon::cpu`;
+/// - always: errors, views, masks, K-FAC accumulators, damping and dead structure, global
+///   selection, safetensors I/O;
+/// - with `SURGEON_HAS_EIGEN` (target `surgeon::eigen`): the CPU backend `surgeon::cpu` (curvature,
+///   costs, OBS updates, SparseGPT);
 /// - `surgeon::cuda::context` always exists and throws `backend_unavailable` when the CUDA
 ///   backend is not compiled in or no device is visible.
 #pragma once
@@ -12,6 +14,8 @@
 #include <surgeon/error.hpp>
 #include <surgeon/io/safetensors.hpp>
 #include <surgeon/kfac.hpp>
+#include <surgeon/mask.hpp>
+#include <surgeon/select.hpp>
 #include <surgeon/types.hpp>
 #include <surgeon/version.hpp>
 #include <surgeon/view.hpp>
@@ -20,6 +24,9 @@
 
 #if defined(SURGEON_HAS_EIGEN)
 #include <surgeon/cpu/context.hpp>
+#include <surgeon/cpu/cost.hpp>
 #include <surgeon/cpu/curvature.hpp>
 #include <surgeon/cpu/kfac.hpp>
+#include <surgeon/cpu/sparsegpt.hpp>
+#include <surgeon/cpu/update.hpp>
 #endif

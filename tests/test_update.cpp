@@ -507,6 +507,53 @@ TEST_CASE("whole-mask PCG loses no more damped-Fisher loss than the chunked upda
   check_masked_zero(chunked, n, m);
 }
 
+TEST_CASE("iterative chunk solves give the direct solves' result", "[update]") {
+  surgeon::cpu::context cpu;
+  const index_t rows = 24;
+  const index_t cols = 48;
+  // Correlated factors, so that rows of a chunk are coupled through Ĝ⁻¹ and CG has work to do.
+  layer l = random_layer(rows, cols, 21u);
+  for (index_t i = 0; i < rows; ++i) {
+    for (index_t j = 0; j < rows; ++j) l.g(i, j) += std::pow(0.9, static_cast<double>(std::abs(i - j)));
+  }
+  for (index_t i = 0; i < cols; ++i) {
+    for (index_t j = 0; j < cols; ++j)
+      l.a(i, j) += 3.0 * std::pow(0.95, static_cast<double>(std::abs(i - j)));
+  }
+  l.factorize();
+  mask m(rows, cols);
+  for (index_t i = 0; i < rows; ++i) {
+    for (index_t j = 0; j < cols; ++j) {
+      if ((i * 7 + j * 3) % 5 < 2 || j % 11 == 0) m.prune(i, j);
+    }
+  }
+  for (const index_t budget : {index_t{0}, index_t{100}, index_t{-1}}) {
+    CAPTURE(budget);
+    surgeon::cpu::correlate direct{budget};
+    direct.method = surgeon::cpu::correlate::solver::direct;
+    surgeon::cpu::correlate iterative{budget};
+    iterative.method = surgeon::cpu::correlate::solver::iterative;
+    std::vector<double> by_direct = l.w;
+    std::vector<double> by_iterative = l.w;
+    const auto direct_report = surgeon::cpu::obs_update(
+        cpu, l.curv, host_matrix_view<double>(by_direct.data(), rows, cols), m, direct);
+    const auto iterative_report = surgeon::cpu::obs_update(
+        cpu, l.curv, host_matrix_view<double>(by_iterative.data(), rows, cols), m, iterative);
+    CHECK(direct_report.iterations == 0);
+    CHECK(iterative_report.iterations > 0);
+    CHECK(iterative_report.relative_residual <= 1e-12);
+    CHECK(iterative_report.chunks == direct_report.chunks);
+    double difference = 0.0;
+    double scale = 0.0;
+    for (std::size_t k = 0; k < by_direct.size(); ++k) {
+      difference = std::max(difference, std::abs(by_direct[k] - by_iterative[k]));
+      scale = std::max(scale, std::abs(by_direct[k]));
+    }
+    CHECK(difference <= 1e-10 * scale);
+    check_masked_zero(by_iterative, cols, m);
+  }
+}
+
 TEST_CASE("dead rows and columns stay zero and the live sub-layer matches the oracle", "[update]") {
   surgeon::cpu::context cpu;
   layer l = random_layer(8, 9, 15u);
@@ -556,6 +603,19 @@ TEST_CASE("dead rows and columns stay zero and the live sub-layer matches the or
 }
 
 TEST_CASE("bad input to the updates is a logic_error", "[update]") {
+  SECTION("bad iterative solve parameters") {
+    layer bad = random_layer(4, 4, 3u);
+    bad.factorize();
+    surgeon::cpu::context cpu;
+    mask m(4, 4);
+    m.prune(1, 1);
+    surgeon::cpu::correlate budget;
+    budget.tolerance = 0.0;
+    CHECK_THROWS_AS(surgeon::cpu::obs_update(cpu, bad.curv, bad.view(), m, budget), surgeon::logic_error);
+    budget = surgeon::cpu::correlate{};
+    budget.max_iterations = 0;
+    CHECK_THROWS_AS(surgeon::cpu::obs_update(cpu, bad.curv, bad.view(), m, budget), surgeon::logic_error);
+  }
   surgeon::cpu::context cpu;
   layer l = random_layer(6, 5, 16u);
   l.factorize();

@@ -1,0 +1,79 @@
+/// @file llama2c_model.hpp
+/// @brief Conversion between llama2.c checkpoints and the in-memory `llama::model`.
+#pragma once
+
+#include <surgeon/error.hpp>
+#include <surgeon/io/llama2c.hpp>
+
+#include <vector>
+
+#include "llama/model.hpp"
+
+namespace surgeon::llama {
+
+/// @brief The in-memory model of a llama2.c checkpoint (a copy of its arrays, split by block).
+inline model from_llama2c(const io::llama2c_checkpoint& ck) {
+  model m;
+  const io::llama2c_config& c = ck.config;
+  m.cfg.dim = c.dim;
+  m.cfg.hidden_dim = c.hidden_dim;
+  m.cfg.n_layers = c.n_layers;
+  m.cfg.n_heads = c.n_heads;
+  m.cfg.n_kv_heads = c.n_kv_heads;
+  m.cfg.vocab_size = c.vocab_size;
+  m.cfg.max_seq_len = c.seq_len;
+  m.cfg.tied_embeddings = c.shared_classifier;
+  m.cfg.validate();
+  const index_t d = m.cfg.dim;
+  const index_t kv = m.cfg.kv_dim();
+  const index_t hidden = m.cfg.hidden_dim;
+  auto slice = [](const std::vector<float>& all, index_t layer, index_t size) {
+    const auto begin = all.begin() + layer * size;
+    return std::vector<float>(begin, begin + size);
+  };
+  m.token_embedding = ck.tok_embeddings;
+  m.final_norm = ck.rms_final;
+  if (!c.shared_classifier) m.output = ck.wcls;
+  for (index_t l = 0; l < m.cfg.n_layers; ++l) {
+    block_weights b;
+    b.attn_norm = slice(ck.rms_att, l, d);
+    b.wq = slice(ck.wq, l, d * d);
+    b.wk = slice(ck.wk, l, kv * d);
+    b.wv = slice(ck.wv, l, kv * d);
+    b.wo = slice(ck.wo, l, d * d);
+    b.ffn_norm = slice(ck.rms_ffn, l, d);
+    b.w_gate = slice(ck.w1, l, hidden * d);
+    b.w_down = slice(ck.w2, l, d * hidden);
+    b.w_up = slice(ck.w3, l, hidden * d);
+    m.blocks.push_back(std::move(b));
+  }
+  m.validate();
+  return m;
+}
+
+/// @brief Writes `m` back into a llama2.c checkpoint with the same layout as `original` (whose
+/// RoPE tables are kept). @throws logic_error if the shapes differ.
+inline io::llama2c_checkpoint to_llama2c(const model& m, io::llama2c_checkpoint original) {
+  SURGEON_EXPECTS(original.config.dim == m.cfg.dim && original.config.n_layers == m.cfg.n_layers,
+                  "to_llama2c: the model does not match the original checkpoint");
+  auto join = [&](auto member) {
+    std::vector<float> all;
+    for (const block_weights& b : m.blocks) all.insert(all.end(), (b.*member).begin(), (b.*member).end());
+    return all;
+  };
+  original.tok_embeddings = m.token_embedding;
+  original.rms_att = join(&block_weights::attn_norm);
+  original.wq = join(&block_weights::wq);
+  original.wk = join(&block_weights::wk);
+  original.wv = join(&block_weights::wv);
+  original.wo = join(&block_weights::wo);
+  original.rms_ffn = join(&block_weights::ffn_norm);
+  original.w1 = join(&block_weights::w_gate);
+  original.w2 = join(&block_weights::w_down);
+  original.w3 = join(&block_weights::w_up);
+  original.rms_final = m.final_norm;
+  if (!m.cfg.tied_embeddings) original.wcls = m.output;
+  return original;
+}
+
+}  // namespace surgeon::llama

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""PyTorch reference for surgeon's Llama runtime (tests only).
+
+Loads a llama2.c checkpoint, runs a fixed batch forward and backward in float64 and float32, and
+writes to a safetensors file: the tokens, the logits, the mean next-token loss, and for every linear
+layer its input and the gradient of the mean loss at its output. Independent of surgeon's code:
+the model is written here from the architecture's definition.
+
+usage: llama_reference.py --model stories260K.bin --out ref.safetensors [--batch 2 --seq 24 --seed 7]
+Exits 77 (skip) when torch is not importable.
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+try:
+    import numpy as np
+    import torch
+except ImportError as error:  # pragma: no cover
+    print(f"llama_reference: {error}: skipping", file=sys.stderr)
+    sys.exit(77)
+
+
+def read_llama2c(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    dim, hidden, layers, heads, kv_heads, vocab, seq_len = struct.unpack("<7i", data[:28])
+    shared = vocab > 0
+    vocab = abs(vocab)
+    values = np.frombuffer(data, dtype="<f4", offset=28)
+    head_dim = dim // heads
+    kv_dim = head_dim * kv_heads
+    shapes = [
+        ("tok_embeddings", (vocab, dim)),
+        ("rms_att", (layers, dim)),
+        ("wq", (layers, dim, dim)),
+        ("wk", (layers, kv_dim, dim)),
+        ("wv", (layers, kv_dim, dim)),
+        ("wo", (layers, dim, dim)),
+        ("rms_ffn", (layers, dim)),
+        ("w1", (layers, hidden, dim)),
+        ("w2", (layers, dim, hidden)),
+        ("w3", (layers, hidden, dim)),
+        ("rms_final", (dim,)),
+        ("freq_cis_real", (seq_len, head_dim // 2)),
+        ("freq_cis_imag", (seq_len, head_dim // 2)),
+    ]
+    if not shared:
+        shapes.append(("wcls", (vocab, dim)))
+    weights, offset = {}, 0
+    for name, shape in shapes:
+        count = int(np.prod(shape))
+        weights[name] = values[offset:offset + count].reshape(shape).copy()
+        offset += count
+    assert offset == values.size, "checkpoint size mismatch"
+    config = dict(dim=dim, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, vocab=vocab, shared=shared)
+    return config, weights
+
+
+def rms_norm(x, weight, eps=1e-5):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def rope(x, theta=10000.0):
+    # x: [batch, seq, heads, head_dim]; rotates adjacent pairs (2i, 2i+1) as llama2.c does.
+    _, seq, _, head_dim = x.shape
+    freqs = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.arange(seq, dtype=torch.float64)[:, None] * freqs[None, :]
+    cos = torch.cos(angles).to(x.dtype)[None, :, None, :]
+    sin = torch.sin(angles).to(x.dtype)[None, :, None, :]
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = x0 * cos - x1 * sin
+    out[..., 1::2] = x0 * sin + x1 * cos
+    return out
+
+
+def run(config, weights, tokens, dtype):
+    w = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in weights.items()}
+    batch, seq = tokens.shape
+    dim, heads, kv_heads = config["dim"], config["heads"], config["kv_heads"]
+    head_dim = dim // heads
+    captured = {}
+
+    def linear(name, x, weight):
+        x_leaf = x
+        y = x_leaf @ weight.T
+        y.retain_grad()
+        captured[name] = (x_leaf, y)
+        return y
+
+    x = w["tok_embeddings"][torch.tensor(tokens, dtype=torch.long)]
+    mask = torch.full((seq, seq), float("-inf"), dtype=dtype).triu(1)
+    for layer in range(config["layers"]):
+        prefix = f"blk.{layer}."
+        h = rms_norm(x, w["rms_att"][layer])
+        q = linear(prefix + "attn_q", h, w["wq"][layer]).view(batch, seq, heads, head_dim)
+        k = linear(prefix + "attn_k", h, w["wk"][layer]).view(batch, seq, kv_heads, head_dim)
+        v = linear(prefix + "attn_v", h, w["wv"][layer]).view(batch, seq, kv_heads, head_dim)
+        q, k = rope(q), rope(k)
+        repeat = heads // kv_heads
+        k = k.repeat_interleave(repeat, dim=2)
+        v = v.repeat_interleave(repeat, dim=2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, heads, seq, head_dim]
+        scores = q @ k.transpose(-1, -2) / (head_dim ** 0.5) + mask
+        o = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(batch, seq, dim)
+        x = x + linear(prefix + "attn_output", o, w["wo"][layer])
+        h = rms_norm(x, w["rms_ffn"][layer])
+        gate = linear(prefix + "ffn_gate", h, w["w1"][layer])
+        up = linear(prefix + "ffn_up", h, w["w3"][layer])
+        x = x + linear(prefix + "ffn_down", torch.nn.functional.silu(gate) * up, w["w2"][layer])
+    x = rms_norm(x, w["rms_final"])
+    classifier = w["tok_embeddings"] if config["shared"] else w["wcls"]
+    logits = x @ classifier.T
+    targets = torch.tensor(tokens[:, 1:], dtype=torch.long)
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, config["vocab"]), targets.reshape(-1))
+    loss.backward()
+    result = {"logits": logits.detach().reshape(batch * seq, -1), "loss": loss.detach().reshape(1)}
+    for name, (inp, out) in captured.items():
+        result[name + ".input"] = inp.detach().reshape(batch * seq, -1)
+        result[name + ".output_grad"] = out.grad.detach().reshape(batch * seq, -1)
+    return result
+
+
+def write_safetensors(path, tensors):
+    header, blobs, offset = {}, [], 0
+    for name, array in tensors.items():
+        raw = np.ascontiguousarray(array).tobytes()
+        dtype = {np.dtype("float64"): "F64", np.dtype("float32"): "F32", np.dtype("int32"): "I32"}[array.dtype]
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seq", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if not os.path.exists(args.model):
+        print(f"llama_reference: {args.model} is absent: skipping", file=sys.stderr)
+        sys.exit(77)
+    config, weights = read_llama2c(args.model)
+    rng = np.random.default_rng(args.seed)
+    tokens = rng.integers(0, config["vocab"], size=(args.batch, args.seq), dtype=np.int32)
+    # float64 is the reference; surgeon computes in float32 and is compared to it.
+    result = run(config, weights, tokens, torch.float64)
+    tensors = {"tokens": tokens.reshape(-1)}
+    tensors.update({name: value.numpy() for name, value in result.items()})
+    write_safetensors(args.out, tensors)
+    print(f"llama_reference: wrote {len(tensors)} tensors, loss={result['loss'].item():.6f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -77,8 +77,13 @@ def rope(x, theta=10000.0):
     return out
 
 
-def run(config, weights, tokens, dtype):
-    w = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in weights.items()}
+def run(config, weights, tokens, dtype, weight_grads=True):
+    """Forward + backward of the mean next-token loss. With weight_grads=False only the activations
+    are differentiated (what K-FAC needs), not the weights."""
+    w = {k: v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=dtype, requires_grad=weight_grads)
+         for k, v in weights.items()}
+    eps = config.get("eps", 1e-5)
+    theta = config.get("rope_theta", 10000.0)
     batch, seq = tokens.shape
     dim, heads, kv_heads = config["dim"], config["heads"], config["kv_heads"]
     head_dim = dim // heads
@@ -92,14 +97,16 @@ def run(config, weights, tokens, dtype):
         return y
 
     x = w["tok_embeddings"][torch.tensor(tokens, dtype=torch.long)]
+    if not weight_grads:
+        x = x.detach().requires_grad_(True)
     mask = torch.full((seq, seq), float("-inf"), dtype=dtype).triu(1)
     for layer in range(config["layers"]):
         prefix = f"blk.{layer}."
-        h = rms_norm(x, w["rms_att"][layer])
+        h = rms_norm(x, w["rms_att"][layer], eps)
         q = linear(prefix + "attn_q", h, w["wq"][layer]).view(batch, seq, heads, head_dim)
         k = linear(prefix + "attn_k", h, w["wk"][layer]).view(batch, seq, kv_heads, head_dim)
         v = linear(prefix + "attn_v", h, w["wv"][layer]).view(batch, seq, kv_heads, head_dim)
-        q, k = rope(q), rope(k)
+        q, k = rope(q, theta), rope(k, theta)
         repeat = heads // kv_heads
         k = k.repeat_interleave(repeat, dim=2)
         v = v.repeat_interleave(repeat, dim=2)
@@ -107,11 +114,11 @@ def run(config, weights, tokens, dtype):
         scores = q @ k.transpose(-1, -2) / (head_dim ** 0.5) + mask
         o = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(batch, seq, dim)
         x = x + linear(prefix + "attn_output", o, w["wo"][layer])
-        h = rms_norm(x, w["rms_ffn"][layer])
+        h = rms_norm(x, w["rms_ffn"][layer], eps)
         gate = linear(prefix + "ffn_gate", h, w["w1"][layer])
         up = linear(prefix + "ffn_up", h, w["w3"][layer])
         x = x + linear(prefix + "ffn_down", torch.nn.functional.silu(gate) * up, w["w2"][layer])
-    x = rms_norm(x, w["rms_final"])
+    x = rms_norm(x, w["rms_final"], eps)
     classifier = w["tok_embeddings"] if config["shared"] else w["wcls"]
     logits = x @ classifier.T
     targets = torch.tensor(tokens[:, 1:], dtype=torch.long)

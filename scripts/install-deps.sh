@@ -7,6 +7,7 @@ packages=(
   libeigen3-dev libfmt-dev catch2 libbenchmark-dev   # the library, its tests and benchmarks
   libopenblas-dev liblapacke-dev                      # the CPU backend's default dense kernels
   clang-format                                        # the formatting check
+  python3-torch python3-numpy time                    # the PyTorch reference of the Llama tests
 )
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi

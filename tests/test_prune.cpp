@@ -1,0 +1,200 @@
+// The multi-shot driver on a synthetic adapter: schedule, achieved sparsity, exact zeros, every
+// method and structure, determinism, grouping, and bad options.
+#include <surgeon/prune.hpp>
+
+#include <random>
+#include <vector>
+
+#include "support/catch.hpp"
+
+using surgeon::index_t;
+
+namespace {
+
+// Three matrices; two read the same input ("in"), one reads its own. Calibration feeds seeded
+// correlated inputs and random gradients, the same every shot.
+struct toy_adapter {
+  std::vector<float> w_a, w_b, w_c;
+  int calibrations = 0;
+  toy_adapter() {
+    std::mt19937 engine(5);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (auto* w : {&w_a, &w_b}) {
+      w->resize(12 * 16);
+      for (float& v : *w) v = normal(engine);
+    }
+    w_c.resize(8 * 12);
+    for (float& v : w_c) v = normal(engine);
+  }
+  std::vector<surgeon::prunable_matrix> matrices() {
+    return {{"a", "in", surgeon::host_matrix_view<float>(w_a.data(), 12, 16)},
+            {"b", "in", surgeon::host_matrix_view<float>(w_b.data(), 12, 16)},
+            {"c", "mid", surgeon::host_matrix_view<float>(w_c.data(), 8, 12)}};
+  }
+  void calibrate(surgeon::calibration_sink& sink, int /*shot*/) {
+    ++calibrations;
+    std::mt19937 engine(11);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    auto fill = [&](index_t rows, index_t cols, bool correlated) {
+      std::vector<float> x(static_cast<std::size_t>(rows * cols));
+      for (index_t t = 0; t < rows; ++t) {
+        const float shared = normal(engine);
+        for (index_t j = 0; j < cols; ++j) {
+          x[static_cast<std::size_t>(t * cols + j)] = normal(engine) + (correlated ? 2.0f * shared : 0.0f);
+        }
+      }
+      return x;
+    };
+    const index_t tokens = 64;
+    const auto x_in = fill(tokens, 16, true);
+    const auto x_mid = fill(tokens, 12, true);
+    sink.input("in", surgeon::host_matrix_view<const float>(x_in.data(), tokens, 16));
+    sink.input("mid", surgeon::host_matrix_view<const float>(x_mid.data(), tokens, 12));
+    for (const char* name : {"a", "b"}) {
+      const auto g = fill(tokens, 12, false);
+      sink.output_grad(name, surgeon::host_matrix_view<const float>(g.data(), tokens, 12));
+    }
+    const auto g = fill(tokens, 8, false);
+    sink.output_grad("c", surgeon::host_matrix_view<const float>(g.data(), tokens, 8));
+  }
+  index_t zeros() const {
+    index_t count = 0;
+    for (const auto* w : {&w_a, &w_b, &w_c}) {
+      for (const float v : *w) count += v == 0.0f ? 1 : 0;
+    }
+    return count;
+  }
+};
+
+constexpr index_t total = 12 * 16 * 2 + 8 * 12;
+
+}  // namespace
+
+TEST_CASE("every method reaches the target sparsity shot by shot", "[prune]") {
+  for (const auto how : {surgeon::method::magnitude, surgeon::method::wanda, surgeon::method::lobd,
+                         surgeon::method::kobd, surgeon::method::sparsegpt, surgeon::method::llm_surgeon}) {
+    CAPTURE(surgeon::to_string(how));
+    toy_adapter model;
+    surgeon::prune_options options;
+    options.how = how;
+    options.sparsity = 0.5;
+    options.shots = 3;
+    std::vector<double> targets;
+    const auto reports = surgeon::prune(
+        model, options, [&](const surgeon::shot_report& r) { targets.push_back(r.target_sparsity); });
+    REQUIRE(reports.size() == 3);
+    CHECK(targets == std::vector<double>{0.5 / 3, 1.0 / 3, 0.5});
+    // Exactly the requested count overall; per layer for SparseGPT (one weight of rounding per
+    // layer), per row for Wanda (one weight per row, floor(s·C) each).
+    const double slack = how == surgeon::method::wanda ? 32.0 : 3.0;
+    for (const auto& r : reports) {
+      CHECK(r.achieved_sparsity <= r.target_sparsity + 3.0 / static_cast<double>(total));
+      CHECK(r.achieved_sparsity >= r.target_sparsity - slack / static_cast<double>(total));
+      CHECK(r.seconds >= 0.0);
+    }
+    CHECK(model.zeros() == static_cast<index_t>(reports.back().achieved_sparsity * total + 0.5));
+    CHECK(model.calibrations == (how == surgeon::method::magnitude ? 0 : 3));
+  }
+}
+
+TEST_CASE("weights pruned in an earlier shot stay exactly zero", "[prune]") {
+  toy_adapter model;
+  surgeon::prune_options options;
+  options.shots = 2;
+  surgeon::pruning_session<toy_adapter> session(model, options);
+  session.shot(1);
+  const std::vector<float> after_first = model.w_a;
+  session.shot(2);
+  for (std::size_t k = 0; k < after_first.size(); ++k) {
+    if (after_first[k] == 0.0f) REQUIRE(model.w_a[k] == 0.0f);
+  }
+}
+
+TEST_CASE("N:M and rows+columns structures", "[prune]") {
+  SECTION("2:4 at 50 % prunes two of every four inputs of every row") {
+    toy_adapter model;
+    surgeon::prune_options options;
+    options.what = surgeon::structure::n_m;
+    options.shots = 2;
+    surgeon::prune(model, options);
+    for (index_t i = 0; i < 12; ++i) {
+      for (index_t block = 0; block < 4; ++block) {
+        int zeros = 0;
+        for (index_t j = 0; j < 4; ++j)
+          zeros += model.w_a[static_cast<std::size_t>(i * 16 + block * 4 + j)] == 0.0f;
+        CHECK(zeros == 2);
+      }
+    }
+  }
+  SECTION("rows+columns removes whole rows and columns within the budget") {
+    toy_adapter model;
+    surgeon::prune_options options;
+    options.what = surgeon::structure::rows_columns;
+    options.sparsity = 0.3;
+    options.shots = 2;
+    const auto reports = surgeon::prune(model, options);
+    CHECK(reports.back().achieved_sparsity <= 0.3 + 1e-12);
+    CHECK(reports.back().achieved_sparsity > 0.15);
+    // Every zero lies in a fully zero row or a fully zero column.
+    for (index_t i = 0; i < 12; ++i) {
+      for (index_t j = 0; j < 16; ++j) {
+        if (model.w_a[static_cast<std::size_t>(i * 16 + j)] != 0.0f) continue;
+        bool row_zero = true;
+        bool col_zero = true;
+        for (index_t q = 0; q < 16; ++q) row_zero &= model.w_a[static_cast<std::size_t>(i * 16 + q)] == 0.0f;
+        for (index_t p = 0; p < 12; ++p) col_zero &= model.w_a[static_cast<std::size_t>(p * 16 + j)] == 0.0f;
+        CHECK((row_zero || col_zero));
+      }
+    }
+  }
+}
+
+TEST_CASE("the same options give identical weights; grouping changes nothing but memory", "[prune]") {
+  toy_adapter first;
+  toy_adapter second;
+  toy_adapter grouped;
+  surgeon::prune_options options;
+  options.shots = 2;
+  surgeon::prune(first, options);
+  surgeon::prune(second, options);
+  CHECK(first.w_a == second.w_a);
+  CHECK(first.w_c == second.w_c);
+  options.group_size = 1;
+  surgeon::prune(grouped, options);
+  CHECK(grouped.calibrations == 2 * 2 * 3);  // costs and updates, per group, per shot
+  for (std::size_t k = 0; k < first.w_a.size(); ++k)
+    CHECK(grouped.w_a[k] == Approx(first.w_a[k]).margin(1e-5));
+}
+
+TEST_CASE("the whole-mask update loses no more than the chunked one", "[prune]") {
+  toy_adapter chunked;
+  toy_adapter whole;
+  surgeon::prune_options options;
+  options.shots = 1;
+  surgeon::prune(chunked, options);
+  options.whole_mask = true;
+  options.pcg = surgeon::cpu::pcg_options{1e-10, 500};
+  surgeon::prune(whole, options);
+  CHECK(whole.zeros() == chunked.zeros());
+}
+
+TEST_CASE("bad pruning options are logic_errors", "[prune]") {
+  toy_adapter model;
+  surgeon::prune_options options;
+  options.sparsity = 1.0;
+  CHECK_THROWS_AS(surgeon::prune(model, options), surgeon::logic_error);
+  options = surgeon::prune_options{};
+  options.shots = 0;
+  CHECK_THROWS_AS(surgeon::prune(model, options), surgeon::logic_error);
+  options = surgeon::prune_options{};
+  options.what = surgeon::structure::rows_columns;
+  options.how = surgeon::method::wanda;
+  CHECK_THROWS_AS(surgeon::prune(model, options), surgeon::logic_error);
+  options = surgeon::prune_options{};
+  options.what = surgeon::structure::n_m;
+  options.sparsity = 0.6;
+  CHECK_THROWS_AS(surgeon::prune(model, options), surgeon::logic_error);
+  options.sparsity = 0.5;
+  options.pattern = surgeon::nm_pattern{3, 5};  // 5 does not divide 16
+  CHECK_THROWS_AS(surgeon::prune(model, options), surgeon::logic_error);
+}

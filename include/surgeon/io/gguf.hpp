@@ -34,6 +34,7 @@
 
 #include <surgeon/config.hpp>
 #include <surgeon/error.hpp>
+#include <surgeon/io/detail/file.hpp>
 #include <surgeon/io/safetensors.hpp>
 
 #include <fmt/format.h>
@@ -55,11 +56,6 @@
 #include <utility>
 #include <vector>
 
-#if defined(_WIN32)
-#include <process.h>
-#else
-#include <unistd.h>
-#endif
 
 namespace surgeon::io {
 
@@ -685,30 +681,8 @@ class gguf_reader {
   ///         or is malformed (see `from_bytes`).
   /// Cost: one read of the file; memory: the file's size plus the parsed metadata.
   static gguf_reader open(const std::string& path) {
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    const fs::file_status status = fs::status(path, ec);
-    if (ec || !fs::exists(status)) {
-      SURGEON_THROW(io_error, "{}: cannot open: {}", path, ec ? ec.message() : std::string("no such file"));
-    }
-    if (!fs::is_regular_file(status)) SURGEON_THROW(io_error, "{}: not a regular file", path);
-    const std::uintmax_t size = fs::file_size(path, ec);
-    if (ec) SURGEON_THROW(io_error, "{}: cannot read the file size: {}", path, ec.message());
-    if (size < header_bytes) {
-      SURGEON_THROW(io_error, "{}: file is {} bytes, too short for the {}-byte GGUF header", path, size,
-                    header_bytes);
-    }
-    if (size > std::numeric_limits<std::size_t>::max() ||
-        size > static_cast<std::uintmax_t>(std::numeric_limits<std::streamsize>::max())) {
-      SURGEON_THROW(io_error, "{}: file of {} bytes is too large to load on this platform", path, size);
-    }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) SURGEON_THROW(io_error, "{}: cannot open for reading", path);
-    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-    const auto got = static_cast<std::uintmax_t>(in.gcount());
-    if (got != size)
-      SURGEON_THROW(io_error, "{}: read {} of {} bytes (file truncated while reading?)", path, got, size);
+    std::vector<std::uint8_t> bytes =
+        detail::read_whole_file(path, header_bytes, fmt::format("the {}-byte GGUF header", header_bytes));
     return gguf_reader(path, std::move(bytes));
   }
 
@@ -1411,32 +1385,11 @@ class gguf_writer {
   /// @throws io_error naming `path` if the temporary file cannot be created or written, or the
   ///         rename fails; logic_error as `alignment`. Cost: O(file size) I/O.
   void write(const std::string& path) const {
-    namespace fs = std::filesystem;
     if (!detail::host_is_little_endian()) {
       SURGEON_THROW(io_error, "{}: GGUF files can only be written on little-endian hosts", path);
     }
     (void)alignment();  // report a bad alignment before touching the disk
-    const std::string temp = fmt::format("{}.tmp.{}", path, current_pid());
-    try {
-      {
-        std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-        if (!out) SURGEON_THROW(io_error, "{}: cannot create the temporary file {}", path, temp);
-        emit([&](const std::uint8_t* p, std::size_t n) {
-          out.write(reinterpret_cast<const char*>(p), static_cast<std::streamsize>(n));
-        });
-        out.flush();
-        if (!out) SURGEON_THROW(io_error, "{}: writing the temporary file {} failed", path, temp);
-        out.close();
-        if (out.fail()) SURGEON_THROW(io_error, "{}: closing the temporary file {} failed", path, temp);
-      }
-      std::error_code ec;
-      fs::rename(temp, path, ec);
-      if (ec) SURGEON_THROW(io_error, "{}: cannot rename {} onto it: {}", path, temp, ec.message());
-    } catch (...) {
-      std::error_code ignored;
-      fs::remove(temp, ignored);
-      throw;
-    }
+    detail::write_file_atomically(path, [&](const auto& write) { emit(write); });
   }
 
  private:
@@ -1446,14 +1399,6 @@ class gguf_writer {
     ggml_type type = ggml_type::f32;
     std::vector<std::uint8_t> data;
   };
-
-  static long long current_pid() noexcept {
-#if defined(_WIN32)
-    return static_cast<long long>(_getpid());
-#else
-    return static_cast<long long>(::getpid());
-#endif
-  }
 
   /// Checks name and shape; returns the element count.
   std::size_t check_tensor(const std::string& name, const std::vector<std::int64_t>& ne,

@@ -30,6 +30,7 @@
 #pragma once
 
 #include <surgeon/error.hpp>
+#include <surgeon/io/detail/file.hpp>
 
 #include <fmt/format.h>
 
@@ -46,11 +47,6 @@
 #include <utility>
 #include <vector>
 
-#if defined(_WIN32)
-#include <process.h>
-#else
-#include <unistd.h>
-#endif
 
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -264,14 +260,6 @@ inline llama2c_config parse_llama2c_header(const std::uint8_t* header, std::uint
   return c;
 }
 
-inline long long current_pid() noexcept {
-#if defined(_WIN32)
-  return static_cast<long long>(_getpid());
-#else
-  return static_cast<long long>(::getpid());
-#endif
-}
-
 /// Checks that `ck` is consistent (valid config, every array of the right size).
 /// @throws logic_error naming the first problem.
 inline void check_llama2c_checkpoint(const llama2c_checkpoint& ck, llama2c_layout& layout) {
@@ -284,30 +272,6 @@ inline void check_llama2c_checkpoint(const llama2c_checkpoint& ck, llama2c_layou
                     "llama2.c checkpoint: array {} has {} elements, the config needs {}",
                     llama2c_array_names[i], a.size(), layout.counts[i]);
   }
-}
-
-/// Reads a whole (small) file into memory after checking it is a regular file.
-inline std::vector<std::uint8_t> read_small_file(const std::string& path, std::uintmax_t max_bytes) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (ec || !fs::exists(status)) {
-    SURGEON_THROW(io_error, "{}: cannot open: {}", path, ec ? ec.message() : std::string("no such file"));
-  }
-  if (!fs::is_regular_file(status)) SURGEON_THROW(io_error, "{}: not a regular file", path);
-  const std::uintmax_t size = fs::file_size(path, ec);
-  if (ec) SURGEON_THROW(io_error, "{}: cannot read the file size: {}", path, ec.message());
-  if (size > max_bytes)
-    SURGEON_THROW(io_error, "{}: file of {} bytes exceeds the limit of {}", path, size, max_bytes);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) SURGEON_THROW(io_error, "{}: cannot open for reading", path);
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-  if (static_cast<std::uintmax_t>(in.gcount()) != size) {
-    SURGEON_THROW(io_error, "{}: read {} of {} bytes (file truncated while reading?)", path, in.gcount(),
-                  size);
-  }
-  return bytes;
 }
 
 }  // namespace detail
@@ -342,15 +306,7 @@ inline llama2c_checkpoint parse_llama2c_checkpoint(const std::uint8_t* data, std
 ///         malformed (see `parse_llama2c_checkpoint`).
 /// Cost: one read of the file; memory: the file's size (the arrays), no second copy.
 inline llama2c_checkpoint read_llama2c_checkpoint(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (ec || !fs::exists(status)) {
-    SURGEON_THROW(io_error, "{}: cannot open: {}", path, ec ? ec.message() : std::string("no such file"));
-  }
-  if (!fs::is_regular_file(status)) SURGEON_THROW(io_error, "{}: not a regular file", path);
-  const std::uintmax_t size = fs::file_size(path, ec);
-  if (ec) SURGEON_THROW(io_error, "{}: cannot read the file size: {}", path, ec.message());
+  const std::uintmax_t size = detail::regular_file_size(path);
   if (size < detail::llama2c_header_bytes) {
     SURGEON_THROW(io_error, "{}: {} bytes, too short for the 28-byte llama2.c header", path, size);
   }
@@ -408,39 +364,19 @@ inline std::vector<std::uint8_t> serialize_llama2c_checkpoint(const llama2c_chec
 ///         `path` if the temporary file cannot be written or the rename fails (the temporary
 ///         file is removed). Cost: O(model size) I/O, no extra copy.
 inline void write_llama2c_checkpoint(const std::string& path, const llama2c_checkpoint& ck) {
-  namespace fs = std::filesystem;
   detail::llama2c_layout layout;
   detail::check_llama2c_checkpoint(ck, layout);
   const llama2c_config& c = ck.config;
   const std::int32_t header[7] = {c.dim,     c.hidden_dim, c.n_layers,
                                   c.n_heads, c.n_kv_heads, c.shared_classifier ? c.vocab_size : -c.vocab_size,
                                   c.seq_len};
-  const std::string temp = fmt::format("{}.tmp.{}", path, detail::current_pid());
-  try {
-    {
-      std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-      if (!out) SURGEON_THROW(io_error, "{}: cannot create the temporary file {}", path, temp);
-      out.write(reinterpret_cast<const char*>(header), static_cast<std::streamsize>(sizeof header));
-      for (std::size_t i = 0; i < 14; ++i) {
-        const std::vector<float>& a = ck.*detail::llama2c_members[i];
-        if (!a.empty()) {
-          out.write(reinterpret_cast<const char*>(a.data()),
-                    static_cast<std::streamsize>(a.size() * sizeof(float)));
-        }
-      }
-      out.flush();
-      if (!out) SURGEON_THROW(io_error, "{}: writing the temporary file {} failed", path, temp);
-      out.close();
-      if (out.fail()) SURGEON_THROW(io_error, "{}: closing the temporary file {} failed", path, temp);
+  detail::write_file_atomically(path, [&](const auto& write) {
+    write(reinterpret_cast<const std::uint8_t*>(header), sizeof header);
+    for (std::size_t i = 0; i < 14; ++i) {
+      const std::vector<float>& a = ck.*detail::llama2c_members[i];
+      write(reinterpret_cast<const std::uint8_t*>(a.data()), a.size() * sizeof(float));
     }
-    std::error_code ec;
-    fs::rename(temp, path, ec);
-    if (ec) SURGEON_THROW(io_error, "{}: cannot rename {} onto it: {}", path, temp, ec.message());
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove(temp, ignored);
-    throw;
-  }
+  });
 }
 
 /// @brief Parses a llama2.c tokenizer held in memory with exactly `vocab_size` tokens.
@@ -512,7 +448,7 @@ inline llama2c_vocab read_llama2c_tokenizer(const std::string& path, std::int32_
   SURGEON_EXPECTS(vocab_size > 0 && vocab_size <= llama2c_limits::max_vocab,
                   "read_llama2c_tokenizer: vocab_size = {} is not in [1, {}]", vocab_size,
                   llama2c_limits::max_vocab);
-  const std::vector<std::uint8_t> bytes = detail::read_small_file(path, std::uintmax_t{1} << 30);
+  const std::vector<std::uint8_t> bytes = detail::read_whole_file(path, 0, "", std::uintmax_t{1} << 30);
   return parse_llama2c_tokenizer(bytes.data(), bytes.size(), vocab_size, path);
 }
 

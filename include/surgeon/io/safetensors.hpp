@@ -28,6 +28,7 @@
 #include <surgeon/config.hpp>
 #include <surgeon/detail/json.hpp>
 #include <surgeon/error.hpp>
+#include <surgeon/io/detail/file.hpp>
 
 #include <fmt/format.h>
 
@@ -51,11 +52,6 @@
 #include <utility>
 #include <vector>
 
-#if defined(_WIN32)
-#include <process.h>
-#else
-#include <unistd.h>
-#endif
 
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -294,30 +290,8 @@ class safetensors_reader {
   ///         or is malformed (see `from_bytes`).
   /// Cost: one read of the file; memory: the file's size plus the parsed header.
   static safetensors_reader open(const std::string& path) {
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    const fs::file_status status = fs::status(path, ec);
-    if (ec || !fs::exists(status)) {
-      SURGEON_THROW(io_error, "{}: cannot open: {}", path, ec ? ec.message() : std::string("no such file"));
-    }
-    if (!fs::is_regular_file(status)) SURGEON_THROW(io_error, "{}: not a regular file", path);
-    const std::uintmax_t size = fs::file_size(path, ec);
-    if (ec) SURGEON_THROW(io_error, "{}: cannot read the file size: {}", path, ec.message());
-    if (size < 8) {
-      SURGEON_THROW(io_error, "{}: file is {} bytes, too short for the 8-byte safetensors header length",
-                    path, size);
-    }
-    if (size > std::numeric_limits<std::size_t>::max() ||
-        size > static_cast<std::uintmax_t>(std::numeric_limits<std::streamsize>::max())) {
-      SURGEON_THROW(io_error, "{}: file of {} bytes is too large to load on this platform", path, size);
-    }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) SURGEON_THROW(io_error, "{}: cannot open for reading", path);
-    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-    const auto got = static_cast<std::uintmax_t>(in.gcount());
-    if (got != size)
-      SURGEON_THROW(io_error, "{}: read {} of {} bytes (file truncated while reading?)", path, got, size);
+    std::vector<std::uint8_t> bytes =
+        detail::read_whole_file(path, 8, "the 8-byte safetensors header length");
     return safetensors_reader(path, std::move(bytes));
   }
 
@@ -664,41 +638,18 @@ class safetensors_writer {
   /// @throws io_error naming `path` if the temporary file cannot be created or written, or the
   ///         rename fails. Cost: O(file size) I/O.
   void write(const std::string& path) const {
-    namespace fs = std::filesystem;
     if (!detail::host_is_little_endian()) {
       SURGEON_THROW(io_error, "{}: safetensors files can only be written on little-endian hosts", path);
     }
-    const std::string temp = fmt::format("{}.tmp.{}", path, current_pid());
     const std::vector<std::size_t> order = layout_order();
     const std::string header = header_json(order);
-    try {
-      {
-        std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-        if (!out) SURGEON_THROW(io_error, "{}: cannot create the temporary file {}", path, temp);
-        std::vector<std::uint8_t> length;
-        append_length(length, header.size());
-        out.write(reinterpret_cast<const char*>(length.data()), static_cast<std::streamsize>(length.size()));
-        out.write(header.data(), static_cast<std::streamsize>(header.size()));
-        for (const std::size_t i : order) {
-          const auto& bytes = entries_[i].data;
-          if (!bytes.empty()) {
-            out.write(reinterpret_cast<const char*>(bytes.data()),
-                      static_cast<std::streamsize>(bytes.size()));
-          }
-        }
-        out.flush();
-        if (!out) SURGEON_THROW(io_error, "{}: writing the temporary file {} failed", path, temp);
-        out.close();
-        if (out.fail()) SURGEON_THROW(io_error, "{}: closing the temporary file {} failed", path, temp);
-      }
-      std::error_code ec;
-      fs::rename(temp, path, ec);
-      if (ec) SURGEON_THROW(io_error, "{}: cannot rename {} onto it: {}", path, temp, ec.message());
-    } catch (...) {
-      std::error_code ignored;
-      fs::remove(temp, ignored);
-      throw;
-    }
+    detail::write_file_atomically(path, [&](const auto& write) {
+      std::vector<std::uint8_t> length;
+      append_length(length, header.size());
+      write(length.data(), length.size());
+      write(reinterpret_cast<const std::uint8_t*>(header.data()), header.size());
+      for (const std::size_t k : order) write(entries_[k].data.data(), entries_[k].data.size());
+    });
   }
 
  private:
@@ -708,14 +659,6 @@ class safetensors_writer {
     std::vector<index_t> shape;
     std::vector<std::uint8_t> data;
   };
-
-  static long long current_pid() noexcept {
-#if defined(_WIN32)
-    return static_cast<long long>(_getpid());
-#else
-    return static_cast<long long>(::getpid());
-#endif
-  }
 
   static void append_length(std::vector<std::uint8_t>& out, std::size_t length) {
     const auto n = static_cast<std::uint64_t>(length);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -339,6 +340,16 @@ TEST_CASE("cost functions reject bad input", "[cost]") {
       CHECK_THROWS_AS(surgeon::cpu::row_costs(cpu, how, l.curvature, l.w.view()), surgeon::logic_error);
       CHECK_THROWS_AS(surgeon::cpu::column_costs(cpu, how, l.curvature, l.w.view()), surgeon::logic_error);
     }
+  }
+  SECTION("NaN weights") {
+    host_matrix<double> bad = l.w;
+    bad(2, 3) = std::numeric_limits<double>::quiet_NaN();
+    for (const method how : {method::magnitude, method::wanda, method::kobd, method::llm_surgeon}) {
+      CHECK_THROWS_WITH(surgeon::cpu::element_costs(cpu, how, l.curvature, bad.view()),
+                        Catch::Contains("non-finite"));
+    }
+    CHECK_THROWS_AS(surgeon::cpu::row_costs(cpu, method::llm_surgeon, l.curvature, bad.view()),
+                    surgeon::logic_error);
   }
   SECTION("weights that do not fit the curvature") {
     const host_matrix<double> wrong(5, 6);

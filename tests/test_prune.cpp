@@ -110,6 +110,22 @@ TEST_CASE("weights pruned in an earlier shot stay exactly zero", "[prune]") {
   }
 }
 
+TEST_CASE("pruning an already-pruned model again at the same sparsity changes nothing", "[prune]") {
+  for (const auto how : {surgeon::method::magnitude, surgeon::method::kobd, surgeon::method::llm_surgeon}) {
+    CAPTURE(surgeon::to_string(how));
+    toy_adapter model;
+    surgeon::prune_options options;
+    options.how = how;
+    options.shots = 1;
+    surgeon::prune(model, options);
+    const std::vector<float> once_a = model.w_a;
+    const std::vector<float> once_c = model.w_c;
+    surgeon::prune(model, options);
+    CHECK(model.w_a == once_a);
+    CHECK(model.w_c == once_c);
+  }
+}
+
 TEST_CASE("N:M and rows+columns structures", "[prune]") {
   SECTION("2:4 at 50 % prunes two of every four inputs of every row") {
     toy_adapter model;

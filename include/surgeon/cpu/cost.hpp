@@ -44,6 +44,11 @@ void expect_cost_inputs(const kronecker_curvature& curvature, host_matrix_view<c
                       curvature.a.order() == static_cast<index_t>(dead.live_cols.size()),
                   "{}: factors of order {} and {} do not match {} live rows and {} live columns", who,
                   curvature.g.order(), curvature.a.order(), dead.live_rows.size(), dead.live_cols.size());
+  for (index_t i = 0; i < w.rows(); ++i) {
+    for (index_t j = 0; j < w.cols(); ++j) {
+      SURGEON_EXPECTS(std::isfinite(w(i, j)), "{}: non-finite weight {} at ({}, {})", who, w(i, j), i, j);
+    }
+  }
 }
 
 /// The live sub-layer `W̃[live_rows, live_cols]` in double. Cost: O(r·c).

@@ -2,6 +2,7 @@
 // method and structure, determinism, grouping, and bad options.
 #include <surgeon/prune.hpp>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -194,6 +195,25 @@ TEST_CASE("the whole-mask update loses no more than the chunked one", "[prune]")
   CHECK(whole.zeros() == chunked.zeros());
 }
 
+TEST_CASE("a matrix that dies entirely is counted as removed, not an error", "[prune]") {
+  toy_adapter model;
+  std::fill(model.w_c.begin(), model.w_c.end(), 0.0f);  // every row and column of c is dead
+  for (const auto how : {surgeon::method::magnitude, surgeon::method::kobd, surgeon::method::llm_surgeon}) {
+    for (const auto what : {surgeon::structure::unstructured, surgeon::structure::rows_columns}) {
+      CAPTURE(surgeon::to_string(how));
+      toy_adapter m = model;
+      surgeon::prune_options options;
+      options.how = how;
+      options.what = what;
+      options.sparsity = 0.4;
+      options.shots = 2;
+      const auto reports = surgeon::prune(m, options);
+      CHECK(reports.back().achieved_sparsity >= 8.0 * 12.0 / static_cast<double>(total));
+      CHECK(std::all_of(m.w_c.begin(), m.w_c.end(), [](float v) { return v == 0.0f; }));
+    }
+  }
+}
+
 TEST_CASE("bad pruning options are logic_errors", "[prune]") {
   toy_adapter model;
   surgeon::prune_options options;
@@ -213,4 +233,9 @@ TEST_CASE("bad pruning options are logic_errors", "[prune]") {
   options.sparsity = 0.5;
   options.pattern = surgeon::nm_pattern{3, 5};  // 5 does not divide 16
   CHECK_THROWS_AS(surgeon::prune(model, options), surgeon::logic_error);
+  options = surgeon::prune_options{};
+  options.what = surgeon::structure::n_m;
+  options.how = surgeon::method::sparsegpt;
+  options.sparsity = 0.3;  // SparseGPT's 2:4 is sparsity 0.5 exactly
+  CHECK_THROWS_WITH(surgeon::prune(model, options), Catch::Contains("prunes N of every M"));
 }

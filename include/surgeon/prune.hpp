@@ -30,6 +30,7 @@
 #include <surgeon/select.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <optional>
@@ -133,6 +134,12 @@ class pruning_session {
       SURGEON_EXPECTS(options_.how != method::wanda && options_.how != method::sparsegpt,
                       "prune: {} has no row/column score", to_string(options_.how));
     }
+    if (options_.what == structure::n_m && options_.how == method::sparsegpt) {
+      const double exact = static_cast<double>(options_.pattern.n) / static_cast<double>(options_.pattern.m);
+      SURGEON_EXPECTS(std::abs(options_.sparsity - exact) < 1e-12,
+                      "prune: SparseGPT's {}:{} prunes N of every M weights (sparsity {}), asked {}",
+                      options_.pattern.n, options_.pattern.m, exact, options_.sparsity);
+    }
     if (options_.what == structure::n_m) {
       const double most = static_cast<double>(options_.pattern.n) / static_cast<double>(options_.pattern.m);
       SURGEON_EXPECTS(options_.sparsity <= most + 1e-12,
@@ -167,6 +174,7 @@ class pruning_session {
     report.target_sparsity = options_.sparsity * static_cast<double>(t) / static_cast<double>(options_.shots);
     std::vector<prunable_matrix> matrices = adapter_.matrices();
     const std::vector<std::vector<std::size_t>> groups = make_groups(matrices.size());
+    dead_.clear();
 
     if (options_.how == method::sparsegpt) {
       // Uniform per layer, on the same factors: H = A.
@@ -202,8 +210,19 @@ class pruning_session {
       calibration_sink sink = calibrate(matrices, group, t, needs_a, needs_g);
       for (const std::size_t k : group) {
         const prunable_matrix& m = matrices[k];
-        cpu::kronecker_curvature curvature = curvature_of(sink, m, needs_a, needs_g, report);
         const host_matrix_view<const float> w(m.weight);
+        if (entirely_dead(sink, m, needs_a, needs_g)) {
+          // Every row or every column is dead (SPEC.md §2): all of it counts as removed at cost 0.
+          dead_.insert(k);
+          if (options_.what == structure::rows_columns) {
+            row_costs[k].assign(static_cast<std::size_t>(w.rows()), 0.0);
+            col_costs[k].assign(static_cast<std::size_t>(w.cols()), 0.0);
+          } else {
+            element_costs[k] = host_matrix<double>(w.rows(), w.cols());
+          }
+          continue;
+        }
+        cpu::kronecker_curvature curvature = curvature_of(sink, m, needs_a, needs_g, report);
         if (options_.what == structure::rows_columns) {
           row_costs[k] = cpu::row_costs(cpu_, options_.how, curvature, w);
           col_costs[k] = cpu::column_costs(cpu_, options_.how, curvature, w);
@@ -245,6 +264,10 @@ class pruning_session {
         if (!keep_curvature) sink.emplace(calibrate(matrices, group, t, true, true));
         for (const std::size_t k : group) {
           const prunable_matrix& m = matrices[k];
+          if (dead_.count(k) != 0) {
+            masks[k].apply(m.weight);
+            continue;
+          }
           cpu::kronecker_curvature curvature =
               keep_curvature ? std::move(kept.at(k)) : curvature_of(*sink, m, true, true, report);
           if (options_.what == structure::rows_columns) {
@@ -299,6 +322,30 @@ class pruning_session {
     return sink;
   }
 
+  // True when every row or every column of the matrix is dead: zero weights, or zero diagonal of
+  // the factors the method uses (SPEC.md §2).
+  bool entirely_dead(const calibration_sink& sink, const prunable_matrix& m, bool needs_a,
+                     bool needs_g) const {
+    const index_t rows = m.weight.rows();
+    const index_t cols = m.weight.cols();
+    std::vector<double> g_diag(static_cast<std::size_t>(rows), 1.0);
+    std::vector<double> a_diag(static_cast<std::size_t>(cols), 1.0);
+    if (needs_g) {
+      const factor_accumulator<double>& g = sink.bank_.at("g:" + m.name);
+      for (index_t i = 0; i < rows; ++i)
+        g_diag[static_cast<std::size_t>(i)] = g.lower_data()[i * g.size() + i];
+    }
+    if (needs_a) {
+      const factor_accumulator<double>& a = sink.bank_.at("a:" + m.input_key);
+      for (index_t j = 0; j < cols; ++j)
+        a_diag[static_cast<std::size_t>(j)] = a.lower_data()[j * a.size() + j];
+    }
+    const dead_structure dead = find_dead(host_vector_view<const double>(g_diag.data(), rows),
+                                          host_vector_view<const double>(a_diag.data(), cols),
+                                          host_matrix_view<const float>(m.weight));
+    return dead.live_rows.empty() || dead.live_cols.empty();
+  }
+
   // The layer's curvature: G = I when the method ignores it (its costs then use A alone).
   cpu::kronecker_curvature curvature_of(const calibration_sink& sink, const prunable_matrix& m, bool needs_a,
                                         bool needs_g, shot_report& report) {
@@ -342,6 +389,7 @@ class pruning_session {
   Adapter& adapter_;
   prune_options options_;
   cpu::context cpu_;
+  std::set<std::size_t> dead_;  // matrices found entirely dead in the current shot
 };
 
 /// @brief Prunes the adapter's model with the multi-shot schedule of `options`.

@@ -1,0 +1,173 @@
+/// @file prune_adapter.hpp
+/// @brief The adapter of `surgeon::prune` (prune.hpp) for a Llama-family model: every linear layer
+/// of every block is prunable, calibration runs the CPU runtime's backward pass over seeded random
+/// windows of a calibration token stream (SPEC.md §7), evaluation is perplexity.
+#pragma once
+
+#include <surgeon/error.hpp>
+#include <surgeon/prune.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "llama/model.hpp"
+#include "llama/perplexity.hpp"
+#include "llama/runtime.hpp"
+
+namespace surgeon::llama {
+
+/// @brief How the adapter samples its calibration data.
+struct calibration_options {
+  index_t nsamples = 128;        ///< N sequences per calibration pass
+  index_t seqlen = 2048;         ///< T tokens per sequence
+  index_t batch = 4;             ///< sequences per backward pass
+  std::uint64_t seed = 0;        ///< seed of the window offsets
+  bool reseed_per_shot = false;  ///< false: every shot sees the same N windows; true: seed + shot
+  backward_options backward{};   ///< labels of the gradients (empirical by default)
+};
+
+/// @brief When `prune_adapter::evaluate` computes a perplexity.
+enum class evaluate_when {
+  every_shot,  ///< after every shot
+  last_shot,   ///< only after shot `last_shot` (earlier calls return NaN)
+  never,       ///< never (every call returns NaN)
+};
+
+/// @brief How the adapter evaluates (SPEC.md §7 perplexity).
+struct evaluation_options {
+  index_t seqlen = 2048;     ///< window length T
+  index_t max_windows = 32;  ///< first K windows (0 = all)
+  index_t batch = 4;         ///< windows per forward pass
+  evaluate_when when = evaluate_when::last_shot;
+  int last_shot = 1;  ///< the shot count T of the schedule, for `evaluate_when::last_shot`
+  /// Called with (windows done, windows, running perplexity) during an evaluation.
+  std::function<void(index_t, index_t, double)> on_progress;
+};
+
+/// @brief The token windows of one calibration pass: `count` offsets drawn uniformly from
+/// `[0, tokens − seqlen]` by a SplitMix64 stream seeded with `seed` (the same on every platform).
+/// @throws logic_error if the stream is shorter than one window or count < 1.
+inline std::vector<index_t> calibration_offsets(index_t tokens, index_t seqlen, index_t count,
+                                                std::uint64_t seed) {
+  SURGEON_EXPECTS(seqlen >= 2, "calibration: seqlen must be at least 2, got {}", seqlen);
+  SURGEON_EXPECTS(count >= 1, "calibration: need at least one sample, got {}", count);
+  SURGEON_EXPECTS(tokens >= seqlen, "calibration: {} tokens do not fill one window of {}", tokens, seqlen);
+  const auto span = static_cast<std::uint64_t>(tokens - seqlen + 1);
+  std::uint64_t state = seed;
+  auto next = [&state]() {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  std::vector<index_t> offsets;
+  offsets.reserve(static_cast<std::size_t>(count));
+  for (index_t k = 0; k < count; ++k) offsets.push_back(static_cast<index_t>(next() % span));
+  return offsets;
+}
+
+/// @brief `surgeon::prune` adapter over a `model` (pruned in place) and a `runtime` on it.
+///
+/// References the model, the runtime and the token streams it is given; they must outlive it.
+class prune_adapter {
+ public:
+  /// @param m the model whose linear layers are pruned in place
+  /// @param rt a runtime over `m`
+  /// @param calibration_tokens the tokenised calibration text (raw windows of it are sampled)
+  /// @param evaluation_tokens the tokenised evaluation text (may be empty with `evaluate_when::never`)
+  /// @throws logic_error if the runtime is not over `m`, or a stream is too short for its windows.
+  prune_adapter(model& m, runtime& rt, const std::vector<std::int32_t>& calibration_tokens,
+                const std::vector<std::int32_t>& evaluation_tokens, calibration_options calibration,
+                evaluation_options evaluation)
+      : model_(m),
+        runtime_(rt),
+        calibration_tokens_(calibration_tokens),
+        evaluation_tokens_(evaluation_tokens),
+        calibration_(std::move(calibration)),
+        evaluation_(std::move(evaluation)) {
+    SURGEON_EXPECTS(&rt.weights() == &m, "prune_adapter: the runtime does not run this model");
+    SURGEON_EXPECTS(calibration_.batch >= 1, "prune_adapter: calibration batch must be >= 1");
+    SURGEON_EXPECTS(static_cast<index_t>(calibration_tokens_.size()) >= calibration_.seqlen,
+                    "prune_adapter: {} calibration tokens do not fill one sequence of {}",
+                    calibration_tokens_.size(), calibration_.seqlen);
+    if (evaluation_.when != evaluate_when::never) {
+      SURGEON_EXPECTS(static_cast<index_t>(evaluation_tokens_.size()) >= evaluation_.seqlen,
+                      "prune_adapter: {} evaluation tokens do not fill one window of {}",
+                      evaluation_tokens_.size(), evaluation_.seqlen);
+    }
+  }
+
+  /// @brief Every linear layer (q, k, v, o, gate, up, down of every block), named "blk.L.attn_q".
+  std::vector<prunable_matrix> matrices() {
+    std::vector<prunable_matrix> result;
+    for (const model::linear_ref& ref : model_.linear_layers()) {
+      result.push_back(prunable_matrix{ref.name, ref.input_key, ref.view()});
+    }
+    return result;
+  }
+
+  /// @brief One calibration pass: N windows of T tokens at seeded random offsets, `batch` at a
+  /// time through `runtime::backward`, every layer input and output gradient forwarded to `sink`.
+  /// The windows depend on the seed only (and on the shot when `reseed_per_shot`).
+  void calibrate(calibration_sink& sink, int shot) {
+    const std::uint64_t seed =
+        calibration_.seed + (calibration_.reseed_per_shot ? static_cast<std::uint64_t>(shot) : 0u);
+    const index_t seqlen = calibration_.seqlen;
+    const std::vector<index_t> offsets = calibration_offsets(static_cast<index_t>(calibration_tokens_.size()),
+                                                             seqlen, calibration_.nsamples, seed);
+    hooks h;
+    h.input = [&sink](const std::string& key, host_matrix_view<const float> x) { sink.input(key, x); };
+    h.output_grad = [&sink](const std::string& name, host_matrix_view<const float> gy) {
+      sink.output_grad(name, gy);
+    };
+    std::vector<std::int32_t> batch_tokens;
+    for (index_t first = 0; first < calibration_.nsamples; first += calibration_.batch) {
+      const index_t count = std::min(calibration_.batch, calibration_.nsamples - first);
+      batch_tokens.clear();
+      for (index_t k = first; k < first + count; ++k) {
+        const auto begin = calibration_tokens_.begin() + offsets[static_cast<std::size_t>(k)];
+        batch_tokens.insert(batch_tokens.end(), begin, begin + seqlen);
+      }
+      backward_options options = calibration_.backward;
+      options.seed = calibration_.backward.seed + static_cast<std::uint64_t>(first);
+      last_calibration_loss_ = runtime_.backward(batch_tokens, count, seqlen, h, options);
+    }
+  }
+
+  /// @brief Perplexity on the evaluation tokens (SPEC.md §7) after a shot, or NaN for the shots
+  /// `evaluation_options::when` skips. The driver calls it once per shot, so the adapter counts
+  /// the calls to know the shot.
+  double evaluate() {
+    ++evaluations_;
+    const bool wanted =
+        evaluation_.when == evaluate_when::every_shot ||
+        (evaluation_.when == evaluate_when::last_shot && evaluations_ == evaluation_.last_shot);
+    if (!wanted) return std::numeric_limits<double>::quiet_NaN();
+    last_perplexity_ = perplexity(runtime_, evaluation_tokens_, evaluation_.seqlen, evaluation_.max_windows,
+                                  evaluation_.batch, evaluation_.on_progress);
+    return last_perplexity_.ppl;
+  }
+
+  /// @brief The last perplexity `evaluate` computed (zeros before the first).
+  const perplexity_result& last_perplexity() const { return last_perplexity_; }
+  /// @brief The mean loss of the last calibration batch (0 before the first).
+  double last_calibration_loss() const { return last_calibration_loss_; }
+
+ private:
+  model& model_;
+  runtime& runtime_;
+  const std::vector<std::int32_t>& calibration_tokens_;
+  const std::vector<std::int32_t>& evaluation_tokens_;
+  calibration_options calibration_;
+  evaluation_options evaluation_;
+  int evaluations_ = 0;
+  perplexity_result last_perplexity_{};
+  double last_calibration_loss_ = 0.0;
+};
+
+}  // namespace surgeon::llama

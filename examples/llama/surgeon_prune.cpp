@@ -1,0 +1,548 @@
+// surgeon-prune: prunes a Llama-family model with the multi-shot driver (SPEC.md §5), reports the
+// perplexity before and after (SPEC.md §7), and writes the pruned model and a JSON report.
+//
+//   surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT --out PATH
+//                 [--method M] [--structure S] [--density D] [--shots T] [--nsamples N]
+//                 [--seqlen L] [--seed S] [--damp-g X] [--damp-a X] [--max-correlate K]
+//                 [--eval-windows K] [--whole-mask] [--group-size K] [--out-type f32|f16]
+//                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
+//
+// Exit status: 0 done, 1 a surgeon::error (message on stderr), 2 bad flags or an output path that
+// would overwrite the input.
+// GCC 12 reports a false -Wstringop-overflow inside std::copy when gguf_writer::write's emit() is
+// inlined here (the tensor bytes are a std::vector sized before the copy); silenced for this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
+#include <fmt/format.h>
+
+#include <surgeon/detail/json.hpp>
+#include <surgeon/error.hpp>
+#include <surgeon/io/gguf.hpp>
+#include <surgeon/io/llama2c.hpp>
+#include <surgeon/mask.hpp>
+#include <surgeon/prune.hpp>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "llama/llama2c_model.hpp"
+#include "llama/load.hpp"
+#include "llama/perplexity.hpp"
+#include "llama/prune_adapter.hpp"
+#include "llama/runtime.hpp"
+
+namespace {
+
+using surgeon::index_t;
+namespace fs = std::filesystem;
+namespace llama = surgeon::llama;
+
+constexpr const char* usage_text =
+    "usage: surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT --out PATH\n"
+    "         [--method magnitude|wanda|sparsegpt|lobd|kobd|llm-surgeon]   (llm-surgeon)\n"
+    "         [--structure unstructured|2:4|4:8|N:M|rows-cols]             (unstructured)\n"
+    "         [--density D]        fraction of the pruned matrices' weights kept (0.5)\n"
+    "         [--shots T] (5)  [--nsamples N] (128)  [--seqlen L] (min(2048, context))\n"
+    "         [--seed S] (0)  [--damp-g X] (0.1)  [--damp-a X] (0.01)  [--max-correlate K] (2000)\n"
+    "         [--eval-windows K] (32)  [--whole-mask]  [--group-size K] (0 = all at once)\n"
+    "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
+    "         [--eval-every-shot]  [--reseed-per-shot]\n";
+
+[[noreturn]] void usage(const std::string& problem) {
+  fmt::print(stderr, "surgeon-prune: {}\n{}", problem, usage_text);
+  std::exit(2);
+}
+
+long long parse_integer(const std::string& flag, const std::string& text, long long least) {
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || value < least)
+    usage(fmt::format("{} needs an integer >= {}, got '{}'", flag, least, text));
+  return value;
+}
+
+double parse_real(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || errno != 0 || !std::isfinite(value))
+    usage(fmt::format("{} needs a number, got '{}'", flag, text));
+  return value;
+}
+
+surgeon::method parse_method(const std::string& text) {
+  using surgeon::method;
+  for (const method m : {method::magnitude, method::wanda, method::sparsegpt, method::lobd, method::kobd,
+                         method::llm_surgeon}) {
+    if (text == surgeon::to_string(m)) return m;
+  }
+  usage("unknown --method '" + text + "'");
+}
+
+struct structure_choice {
+  surgeon::structure what = surgeon::structure::unstructured;
+  surgeon::nm_pattern pattern{2, 4};
+  std::string name = "unstructured";
+};
+
+structure_choice parse_structure(const std::string& text) {
+  structure_choice s;
+  s.name = text;
+  if (text == "unstructured") return s;
+  if (text == "rows-cols") {
+    s.what = surgeon::structure::rows_columns;
+    return s;
+  }
+  const auto colon = text.find(':');
+  if (colon != std::string::npos) {
+    const long long n = parse_integer("--structure N", text.substr(0, colon), 1);
+    const long long m = parse_integer("--structure M", text.substr(colon + 1), 1);
+    if (n > m) usage("--structure N:M needs N <= M, got '" + text + "'");
+    s.what = surgeon::structure::n_m;
+    s.pattern = surgeon::nm_pattern{static_cast<index_t>(n), static_cast<index_t>(m)};
+    return s;
+  }
+  usage("unknown --structure '" + text + "'");
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) SURGEON_THROW(io_error, "{}: cannot read", path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+/// Whether writing `out` would replace `in` (the same file, or the same path once resolved).
+bool same_file(const fs::path& in, const fs::path& out) {
+  std::error_code ec;
+  if (fs::exists(out, ec) && fs::equivalent(in, out, ec) && !ec) return true;
+  const fs::path a = fs::weakly_canonical(in, ec);
+  if (ec) return false;
+  const fs::path b = fs::weakly_canonical(out, ec);
+  return !ec && a == b;
+}
+
+// ---- counting --------------------------------------------------------------------------------
+
+struct counts {
+  index_t prunable = 0;  ///< parameters of the prunable matrices
+  index_t zeros = 0;     ///< exact zeros among them
+  index_t unpruned = 0;  ///< embeddings, norms, head
+  index_t shrunk = 0;    ///< Σ R_live·C_live + unpruned
+};
+
+counts count_parameters(llama::model& m) {
+  counts c;
+  for (const llama::model::linear_ref& ref : m.linear_layers()) {
+    const surgeon::host_matrix_view<float> w = ref.view();
+    std::vector<char> live_col(static_cast<std::size_t>(w.cols()), 0);
+    index_t live_rows = 0;
+    for (index_t i = 0; i < w.rows(); ++i) {
+      bool live = false;
+      for (index_t j = 0; j < w.cols(); ++j) {
+        if (w(i, j) == 0.0f) {
+          ++c.zeros;
+        } else {
+          live = true;
+          live_col[static_cast<std::size_t>(j)] = 1;
+        }
+      }
+      live_rows += live ? 1 : 0;
+    }
+    index_t live_cols = 0;
+    for (const char v : live_col) live_cols += v;
+    c.prunable += w.size();
+    c.shrunk += live_rows * live_cols;
+  }
+  auto size = [](const std::vector<float>& v) { return static_cast<index_t>(v.size()); };
+  c.unpruned = size(m.token_embedding) + size(m.final_norm) + size(m.output);
+  for (const llama::block_weights& b : m.blocks) c.unpruned += size(b.attn_norm) + size(b.ffn_norm);
+  c.shrunk += c.unpruned;
+  return c;
+}
+
+// ---- writing ---------------------------------------------------------------------------------
+
+/// The model's arrays by GGUF tensor name.
+std::map<std::string, const std::vector<float>*> gguf_arrays(const llama::model& m) {
+  std::map<std::string, const std::vector<float>*> arrays;
+  arrays["token_embd.weight"] = &m.token_embedding;
+  arrays["output_norm.weight"] = &m.final_norm;
+  if (!m.cfg.tied_embeddings) arrays["output.weight"] = &m.output;
+  for (std::size_t l = 0; l < m.blocks.size(); ++l) {
+    const llama::block_weights& b = m.blocks[l];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    arrays[p + "attn_norm.weight"] = &b.attn_norm;
+    arrays[p + "attn_q.weight"] = &b.wq;
+    arrays[p + "attn_k.weight"] = &b.wk;
+    arrays[p + "attn_v.weight"] = &b.wv;
+    arrays[p + "attn_output.weight"] = &b.wo;
+    arrays[p + "ffn_norm.weight"] = &b.ffn_norm;
+    arrays[p + "ffn_gate.weight"] = &b.w_gate;
+    arrays[p + "ffn_up.weight"] = &b.w_up;
+    arrays[p + "ffn_down.weight"] = &b.w_down;
+  }
+  return arrays;
+}
+
+/// GGUF → GGUF: all metadata copied, every tensor (in the input's order) written as `type` from
+/// the pruned model or, for tensors the model does not hold, dequantised from the input. Vectors
+/// (norms) stay F32 with `--out-type f16`, as llama.cpp's own F16 files have them.
+void write_gguf(const std::string& input, const std::string& output, const llama::model& m,
+                surgeon::io::ggml_type type) {
+  using surgeon::io::ggml_type;
+  const surgeon::io::gguf_reader reader = surgeon::io::gguf_reader::open(input);
+  surgeon::io::gguf_writer writer;
+  writer.copy_metadata_from(reader);
+  if (reader.find("general.file_type") != nullptr)
+    writer.set_uint32("general.file_type", type == ggml_type::f16 ? 1u : 0u);
+  const auto arrays = gguf_arrays(m);
+  for (const surgeon::io::gguf_tensor_info& info : reader.tensors()) {
+    const ggml_type t = info.ne.size() >= 2 ? type : ggml_type::f32;
+    const auto it = arrays.find(info.name);
+    if (it != arrays.end()) {
+      SURGEON_EXPECTS(static_cast<index_t>(it->second->size()) == info.elements(),
+                      "surgeon-prune: tensor '{}' changed size", info.name);
+      writer.add_tensor(info.name, info.ne, t, it->second->data());
+    } else {
+      const std::vector<float> values = reader.dequantize(info);
+      writer.add_tensor(info.name, info.ne, t, values.data());
+    }
+  }
+  writer.write(output);
+}
+
+// ---- JSON ------------------------------------------------------------------------------------
+
+class json_object {
+ public:
+  json_object& string(const std::string& key, const std::string& value) {
+    begin(key);
+    surgeon::detail::json::append_string(out_, value);
+    return *this;
+  }
+  json_object& number(const std::string& key, double value) {
+    begin(key);
+    out_ += std::isfinite(value) ? fmt::format("{}", value) : std::string("null");
+    return *this;
+  }
+  json_object& integer(const std::string& key, long long value) {
+    begin(key);
+    out_ += std::to_string(value);
+    return *this;
+  }
+  json_object& boolean(const std::string& key, bool value) {
+    begin(key);
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  json_object& raw(const std::string& key, const std::string& json) {
+    begin(key);
+    out_ += json;
+    return *this;
+  }
+  std::string str(const std::string& indent = "") const {
+    return out_.empty() ? "{}" : "{\n" + out_ + "\n" + indent + "}";
+  }
+  explicit json_object(std::string indent = "  ") : indent_(std::move(indent)) {}
+
+ private:
+  void begin(const std::string& key) {
+    if (!out_.empty()) out_ += ",\n";
+    out_ += indent_;
+    surgeon::detail::json::append_string(out_, key);
+    out_ += ": ";
+  }
+  std::string indent_;
+  std::string out_;
+};
+
+void write_file(const std::string& path, const std::string& text) {
+  const std::string temp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    if (!out) SURGEON_THROW(io_error, "{}: cannot create {}", path, temp);
+    out << text;
+    if (!out.flush()) SURGEON_THROW(io_error, "{}: cannot write {}", path, temp);
+  }
+  std::error_code ec;
+  fs::rename(temp, path, ec);
+  if (ec) {
+    fs::remove(temp, ec);
+    SURGEON_THROW(io_error, "{}: cannot rename {}: {}", path, temp, ec.message());
+  }
+}
+
+struct options {
+  std::string model_path, calib_path, eval_path, out_path, report_path, tokenizer_path;
+  surgeon::method how = surgeon::method::llm_surgeon;
+  structure_choice shape;
+  double density = 0.5;
+  long long shots = 5, nsamples = 128, seqlen = 0, eval_windows = 32, max_correlate = 2000, group_size = 0;
+  unsigned long long seed = 0;
+  double damp_g = 0.1, damp_a = 0.01;
+  bool whole_mask = false, eval_every_shot = false, reseed_per_shot = false;
+  surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f32;
+  std::string out_type_name = "f32";
+};
+
+options parse_flags(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") usage("prunes a Llama-family model");
+    if (flag == "--whole-mask") {
+      o.whole_mask = true;
+      continue;
+    }
+    if (flag == "--eval-every-shot") {
+      o.eval_every_shot = true;
+      continue;
+    }
+    if (flag == "--reseed-per-shot") {
+      o.reseed_per_shot = true;
+      continue;
+    }
+    if (flag.rfind("--", 0) != 0) usage("unexpected argument '" + flag + "'");
+    if (i + 1 >= argc) usage(flag + " needs a value");
+    const std::string value = argv[++i];
+    if (flag == "--model")
+      o.model_path = value;
+    else if (flag == "--calib")
+      o.calib_path = value;
+    else if (flag == "--eval")
+      o.eval_path = value;
+    else if (flag == "--out")
+      o.out_path = value;
+    else if (flag == "--report")
+      o.report_path = value;
+    else if (flag == "--tokenizer")
+      o.tokenizer_path = value;
+    else if (flag == "--method")
+      o.how = parse_method(value);
+    else if (flag == "--structure")
+      o.shape = parse_structure(value);
+    else if (flag == "--density")
+      o.density = parse_real(flag, value);
+    else if (flag == "--shots")
+      o.shots = parse_integer(flag, value, 1);
+    else if (flag == "--nsamples")
+      o.nsamples = parse_integer(flag, value, 1);
+    else if (flag == "--seqlen")
+      o.seqlen = parse_integer(flag, value, 2);
+    else if (flag == "--seed")
+      o.seed = static_cast<unsigned long long>(parse_integer(flag, value, 0));
+    else if (flag == "--damp-g")
+      o.damp_g = parse_real(flag, value);
+    else if (flag == "--damp-a")
+      o.damp_a = parse_real(flag, value);
+    else if (flag == "--max-correlate")
+      o.max_correlate = parse_integer(flag, value, 1);
+    else if (flag == "--eval-windows")
+      o.eval_windows = parse_integer(flag, value, 1);
+    else if (flag == "--group-size")
+      o.group_size = parse_integer(flag, value, 0);
+    else if (flag == "--out-type") {
+      if (value == "f32")
+        o.out_type = surgeon::io::ggml_type::f32;
+      else if (value == "f16")
+        o.out_type = surgeon::io::ggml_type::f16;
+      else
+        usage("--out-type must be f32 or f16, got '" + value + "'");
+      o.out_type_name = value;
+    } else
+      usage("unknown option " + flag);
+  }
+  if (o.model_path.empty() || o.calib_path.empty() || o.eval_path.empty() || o.out_path.empty())
+    usage("--model, --calib, --eval and --out are required");
+  if (!(o.density > 0.0 && o.density <= 1.0))
+    usage(fmt::format("--density must be in (0, 1], got {}", o.density));
+  if (!(o.damp_g > 0.0) || !(o.damp_a > 0.0)) usage("--damp-g and --damp-a must be positive");
+  if (o.shots > 10000) usage("--shots is too large");
+  const bool gguf_in = fs::path(o.model_path).extension() == ".gguf";
+  const bool gguf_out = fs::path(o.out_path).extension() == ".gguf";
+  if (gguf_in != gguf_out)
+    usage(gguf_in ? "a GGUF model is written as GGUF: --out must end in .gguf"
+                  : "a llama2.c model is written as llama2.c: --out must not end in .gguf");
+  if (same_file(o.model_path, o.out_path)) {
+    fmt::print(stderr, "surgeon-prune: refusing to overwrite the input model {} (--out {})\n", o.model_path,
+               o.out_path);
+    std::exit(2);
+  }
+  if (!o.report_path.empty() &&
+      (same_file(o.model_path, o.report_path) || same_file(o.out_path, o.report_path)))
+    usage("--report must differ from --model and --out");
+  return o;
+}
+
+std::string shot_json(const surgeon::shot_report& r) {
+  json_object o("      ");
+  o.integer("shot", r.shot)
+      .number("target_sparsity", r.target_sparsity)
+      .number("achieved_sparsity", r.achieved_sparsity)
+      .integer("removed", r.removed)
+      .number("seconds", r.seconds)
+      .number("max_lambda_g", r.max_lambda_g)
+      .number("max_lambda_a", r.max_lambda_a)
+      .integer("escalations", r.escalations)
+      .number("ppl", r.evaluation ? *r.evaluation : std::nan(""));
+  return o.str("    ");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse_flags(argc, argv);
+  try {
+    const auto start = std::chrono::steady_clock::now();
+    llama::loaded_model loaded = llama::load_model(o.model_path, o.tokenizer_path);
+    llama::model& m = loaded.weights;
+    const index_t seqlen = o.seqlen > 0 ? static_cast<index_t>(o.seqlen)
+                                        : std::min<index_t>(2048, std::max<index_t>(2, m.cfg.max_seq_len));
+    const std::vector<std::int32_t> calib = loaded.vocab->encode(read_text(o.calib_path));
+    const std::vector<std::int32_t> eval = loaded.vocab->encode(read_text(o.eval_path));
+    fmt::print("model={} layers={} dim={} hidden={} vocab={} calib_tokens={} eval_tokens={}\n", o.model_path,
+               m.cfg.n_layers, m.cfg.dim, m.cfg.hidden_dim, m.cfg.vocab_size, calib.size(), eval.size());
+    llama::runtime runtime(m);
+    const bool tty = isatty(fileno(stderr)) != 0;
+
+    // Dense perplexity.
+    index_t windows = static_cast<index_t>(eval.size()) / seqlen;
+    windows = std::min<index_t>(windows, static_cast<index_t>(o.eval_windows));
+    auto evaluate_dense = [&]() {
+      llama::progress_bar bar("dense perplexity", windows);
+      return llama::perplexity(runtime, eval, seqlen, static_cast<index_t>(o.eval_windows), 4,
+                               [&](index_t done, index_t, double running) {
+                                 bar.update(done, fmt::format("ppl {:.4f}", running));
+                               });
+    };
+    const llama::perplexity_result dense = evaluate_dense();
+    fmt::print("ppl_dense={:.6f} (windows={} seqlen={})\n", dense.ppl, dense.windows, seqlen);
+    std::fflush(stdout);
+
+    // Pruning.
+    surgeon::prune_options po;
+    po.how = o.how;
+    po.what = o.shape.what;
+    po.pattern = o.shape.pattern;
+    po.sparsity = 1.0 - o.density;
+    if (po.sparsity < 1e-15) po.sparsity = 0.0;
+    po.shots = static_cast<int>(o.shots);
+    po.damp.g = o.damp_g;
+    po.damp.a = o.damp_a;
+    po.budget.max = static_cast<index_t>(o.max_correlate);
+    po.whole_mask = o.whole_mask;
+    po.group_size = static_cast<int>(o.group_size);
+
+    llama::calibration_options co;
+    co.nsamples = static_cast<index_t>(o.nsamples);
+    co.seqlen = seqlen;
+    co.seed = o.seed;
+    co.reseed_per_shot = o.reseed_per_shot;
+    llama::evaluation_options eo;
+    eo.seqlen = seqlen;
+    eo.max_windows = static_cast<index_t>(o.eval_windows);
+    eo.when = o.eval_every_shot ? llama::evaluate_when::every_shot : llama::evaluate_when::last_shot;
+    eo.last_shot = po.shots;
+    llama::prune_adapter adapter(m, runtime, calib, eval, co, eo);
+
+    llama::progress_bar bar("prune", po.shots);
+    bar.update(0, fmt::format("{} {} density {}", surgeon::to_string(o.how), o.shape.name, o.density));
+    const std::vector<surgeon::shot_report> reports =
+        surgeon::prune(adapter, po, [&](const surgeon::shot_report& r) {
+          const std::string line = fmt::format(
+              "shot {}/{} target_sparsity={:.4f} achieved_sparsity={:.4f} seconds={:.2f} lambda_g={:.3g} "
+              "lambda_a={:.3g} escalations={}{}",
+              r.shot, po.shots, r.target_sparsity, r.achieved_sparsity, r.seconds, r.max_lambda_g,
+              r.max_lambda_a, r.escalations,
+              r.evaluation && std::isfinite(*r.evaluation) ? fmt::format(" ppl={:.6f}", *r.evaluation) : "");
+          if (tty)
+            bar.update(r.shot, fmt::format("sparsity {:.4f} ({:.1f} s)", r.achieved_sparsity, r.seconds));
+          else
+            fmt::print(stderr, "{}\n", line);
+        });
+    const double ppl_pruned = adapter.last_perplexity().ppl;
+    const counts c = count_parameters(m);
+    const double achieved_density = 1.0 - static_cast<double>(c.zeros) / static_cast<double>(c.prunable);
+
+    // The pruned model.
+    if (loaded.format == llama::model_format::gguf) {
+      write_gguf(o.model_path, o.out_path, m, o.out_type);
+    } else {
+      surgeon::io::llama2c_checkpoint original = surgeon::io::read_llama2c_checkpoint(o.model_path);
+      surgeon::io::write_llama2c_checkpoint(o.out_path, llama::to_llama2c(m, std::move(original)));
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    if (!o.report_path.empty()) {
+      std::string shots = "[";
+      for (std::size_t k = 0; k < reports.size(); ++k)
+        shots += (k ? ",\n    " : "\n    ") + shot_json(reports[k]);
+      shots += reports.empty() ? "]" : "\n  ]";
+      std::string command;
+      for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+      json_object j;
+      j.string("command", command)
+          .string("model", o.model_path)
+          .string("format", loaded.format == llama::model_format::gguf ? "gguf" : "llama2c")
+          .string("out", o.out_path)
+          .string("out_type", loaded.format == llama::model_format::gguf ? o.out_type_name : "f32")
+          .string("calib", o.calib_path)
+          .string("eval", o.eval_path)
+          .string("method", std::string(surgeon::to_string(o.how)))
+          .string("structure", o.shape.name)
+          .number("target_density", o.density)
+          .number("achieved_density", achieved_density)
+          .integer("shots", o.shots)
+          .integer("nsamples", o.nsamples)
+          .integer("seqlen", seqlen)
+          .integer("seed", static_cast<long long>(o.seed))
+          .number("damp_g", o.damp_g)
+          .number("damp_a", o.damp_a)
+          .integer("max_correlate", o.max_correlate)
+          .boolean("whole_mask", o.whole_mask)
+          .integer("group_size", o.group_size)
+          .integer("eval_windows", dense.windows)
+          .number("ppl_dense", dense.ppl)
+          .number("ppl_pruned", ppl_pruned)
+          .integer("prunable_parameters", c.prunable)
+          .integer("pruned_weights", c.zeros)
+          .integer("unpruned_parameters", c.unpruned)
+          .integer("parameters", c.prunable + c.unpruned);
+      if (o.shape.what == surgeon::structure::rows_columns) j.integer("shrunk_parameters", c.shrunk);
+      j.number("seconds", seconds).number("peak_rss_mb", peak_rss_mb()).raw("per_shot", shots);
+      write_file(o.report_path, j.str() + "\n");
+    }
+    fmt::print(
+        "method={} structure={} target_density={} shots={} nsamples={} seqlen={} seed={} seconds={:.2f} "
+        "peak_rss_mb={:.1f}\n",
+        surgeon::to_string(o.how), o.shape.name, o.density, o.shots, o.nsamples, seqlen, o.seed, seconds,
+        peak_rss_mb());
+    fmt::print("ppl_dense={:.17g} ppl_pruned={:.17g} achieved_density={:.17g}\n", dense.ppl, ppl_pruned,
+               achieved_density);
+  } catch (const surgeon::error& e) {
+    fmt::print(stderr, "surgeon-prune: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

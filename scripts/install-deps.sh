@@ -8,6 +8,7 @@ packages=(
   libopenblas-dev liblapacke-dev                      # the CPU backend's default dense kernels
   clang-format                                        # the formatting check
   python3-torch python3-numpy time                    # the PyTorch reference of the Llama tests
+  gnuplot-nox                                         # the plot of benchmarks/compare_methods.sh
 )
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi

@@ -538,6 +538,12 @@ int main(int argc, char** argv) {
         "peak_rss_mb={:.1f}\n",
         surgeon::to_string(o.how), o.shape.name, o.density, o.shots, o.nsamples, seqlen, o.seed, seconds,
         peak_rss_mb());
+    fmt::print(
+        "\n| model  | method       | structure    | density | perplexity |\n"
+        "|--------|--------------|--------------|---------|------------|\n"
+        "| dense  | -            | -            | {:7.4f} | {:10.4f} |\n"
+        "| pruned | {:<12} | {:<12} | {:7.4f} | {:10.4f} |\n\n",
+        1.0, dense.ppl, surgeon::to_string(o.how), o.shape.name, achieved_density, ppl_pruned);
     fmt::print("ppl_dense={:.17g} ppl_pruned={:.17g} achieved_density={:.17g}\n", dense.ppl, ppl_pruned,
                achieved_density);
   } catch (const surgeon::error& e) {

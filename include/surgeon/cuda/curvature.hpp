@@ -1,0 +1,265 @@
+/// @file cuda/curvature.hpp
+/// @brief CUDA curvature (SPEC.md §2): damping, Cholesky inverses in double with escalation, and
+/// cached eigendecompositions, on device matrices. The mirror of cpu/curvature.hpp.
+///
+/// Every CUDA runtime, cuBLAS and cuSOLVER status is checked, and every cuSOLVER `info`.
+/// nvcc translation units only (the kernels live in detail/kfac_kernels.cuh); no Eigen. Defined only
+/// when `SURGEON_HAS_CUDA` is defined (target `surgeon::cuda`).
+#pragma once
+
+#include <surgeon/config.hpp>
+
+#if defined(SURGEON_HAS_CUDA)
+
+#include <surgeon/cuda/buffer.hpp>
+#include <surgeon/cuda/check.hpp>
+#include <surgeon/cuda/context.hpp>
+#include <surgeon/cuda/detail/kfac_kernels.cuh>
+#include <surgeon/curvature.hpp>
+#include <surgeon/error.hpp>
+#include <surgeon/view.hpp>
+
+#include <cuda_runtime_api.h>
+#include <cusolverDn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace surgeon::cuda {
+
+/// @brief Eigendecomposition `M = V diag(values) Vᵀ` in device memory.
+///
+/// `values` holds the n eigenvalues in ascending order. `vectors` holds V column-major (column
+/// stride n): eigenvector k is the n contiguous elements starting at `vectors.data() + k * n`.
+/// Seen through `vectors_view()` (row-major, as every surgeon view) that is row k.
+template <typename T = double>
+struct eigen_decomposition {
+  index_t order = 0;
+  device_buffer<T> values;
+  device_buffer<T> vectors;
+
+  /// @brief `[n, n]` device view whose row k is the k-th eigenvector (unit norm).
+  device_matrix_view<const T> vectors_view() const { return vectors.view(order, order); }
+};
+
+namespace detail {
+
+inline int to_solver_int(index_t value, const char* what) {
+  SURGEON_EXPECTS(value >= 0 && value <= std::numeric_limits<int>::max(),
+                  "cuda curvature: {} {} does not fit a cuSOLVER int", what, value);
+  return static_cast<int>(value);
+}
+
+inline void syevd_buffer_size(cusolverDnHandle_t h, int n, const float* a, const float* w, int* lwork) {
+  SURGEON_CUSOLVER_CHECK(
+      cusolverDnSsyevd_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, a, n, w, lwork));
+}
+inline void syevd_buffer_size(cusolverDnHandle_t h, int n, const double* a, const double* w, int* lwork) {
+  SURGEON_CUSOLVER_CHECK(
+      cusolverDnDsyevd_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, a, n, w, lwork));
+}
+inline void syevd(cusolverDnHandle_t h, int n, float* a, float* w, float* work, int lwork, int* info) {
+  SURGEON_CUSOLVER_CHECK(
+      cusolverDnSsyevd(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, a, n, w, work, lwork, info));
+}
+inline void syevd(cusolverDnHandle_t h, int n, double* a, double* w, double* work, int lwork, int* info) {
+  SURGEON_CUSOLVER_CHECK(
+      cusolverDnDsyevd(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, a, n, w, work, lwork, info));
+}
+
+/// Copies the `[n, n]` device view `m` (any leading dimension) into the packed `dst` on `stream`.
+template <typename T>
+void copy_square(T* dst, device_matrix_view<const T> m, cudaStream_t stream) {
+  const index_t n = m.rows();
+  SURGEON_CUDA_CHECK(cudaMemcpy2DAsync(dst, static_cast<std::size_t>(n) * sizeof(T), m.data(),
+                                       static_cast<std::size_t>(m.ld()) * sizeof(T),
+                                       static_cast<std::size_t>(n) * sizeof(T), static_cast<std::size_t>(n),
+                                       cudaMemcpyDeviceToDevice, stream));
+}
+
+}  // namespace detail
+
+/// @brief Eigendecomposition of a symmetric device matrix by cuSOLVER's divide and conquer
+/// (`syevd`), on `ctx`'s stream; waits for the routine's `info`.
+/// @param m symmetric `[n, n]`, device (the triangle that is the lower one in column-major order,
+///        i.e. the upper triangle of the row-major view, is read; pass a symmetric matrix).
+/// Cost: about 9n³ flops; workspace of about 2n² elements plus the n² copy.
+/// @throws logic_error if `m` is not square or empty; numerical_error if syevd does not converge;
+///         cuda_error on any CUDA/cuSOLVER failure.
+template <typename T>
+eigen_decomposition<T> symmetric_eigen(context& ctx, device_matrix_view<const T> m) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "symmetric_eigen<float|double>");
+  SURGEON_EXPECTS(m.rows() == m.cols() && m.rows() > 0, "symmetric_eigen: [{}, {}] is not a square matrix",
+                  m.rows(), m.cols());
+  const index_t n = m.rows();
+  const int ni = detail::to_solver_int(n, "order");
+  cudaStream_t stream = ctx.stream();
+  eigen_decomposition<T> result;
+  result.order = n;
+  result.values = device_buffer<T>(ctx, n);
+  result.vectors = device_buffer<T>(ctx, n * n);
+  detail::copy_square(result.vectors.data(), m, stream);
+  int lwork = 0;
+  detail::syevd_buffer_size(ctx.cusolver(), ni, result.vectors.data(), result.values.data(), &lwork);
+  SURGEON_EXPECTS(lwork >= 0, "symmetric_eigen: cuSOLVER asked for a negative workspace {}", lwork);
+  device_buffer<T> work(ctx, std::max(lwork, 1));
+  device_buffer<int> info(ctx, 1);
+  detail::syevd(ctx.cusolver(), ni, result.vectors.data(), result.values.data(), work.data(), lwork,
+                info.data());
+  const int status = fetch_cusolver_info(info.data(), stream, "cusolverDn?syevd");
+  if (status > 0) {
+    SURGEON_THROW(numerical_error, "symmetric_eigen: syevd did not converge on a {}x{} matrix (info = {})", n,
+                  n, status);
+  }
+  return result;
+}
+
+/// @copydoc symmetric_eigen(context&, device_matrix_view<const T>)
+template <typename T>
+eigen_decomposition<T> symmetric_eigen(context& ctx, device_matrix_view<T> m) {
+  return symmetric_eigen(ctx, device_matrix_view<const T>(m));
+}
+
+/// @brief One damped Kronecker factor `F̂ = F + shift·I` in device memory, with its inverse
+/// (always) and its eigendecomposition (computed on first use, then cached).
+///
+/// Both matrices are packed, symmetric `[n, n]` double (row- and column-major alike). Move-only
+/// (it owns device memory). The lazy cache is not synchronised between host threads.
+class damped_factor {
+ public:
+  damped_factor() = default;
+
+  /// @brief Order n of the factor.
+  index_t order() const { return order_; }
+  /// @brief `F̂ = F + shift·I`, `[n, n]`, device, symmetric.
+  device_matrix_view<const double> damped() const { return damped_.view(order_, order_); }
+  /// @brief `F̂⁻¹`, `[n, n]`, device, symmetric, from the Cholesky factorisation in double.
+  device_matrix_view<const double> inverse() const { return inverse_.view(order_, order_); }
+  /// @brief The λ and shift used, and how many escalations were needed.
+  const damping_report& report() const { return report_; }
+
+  /// @brief Eigendecomposition of `F̂` (ascending eigenvalues), computed by `symmetric_eigen` on
+  /// `ctx`'s stream on the first call and cached. Cost: about 9n³ flops once, then O(1).
+  /// @throws numerical_error if the eigensolver does not converge; cuda_error on failure.
+  const eigen_decomposition<double>& eigen(context& ctx) const {
+    if (!eigen_) eigen_ = std::make_shared<const eigen_decomposition<double>>(symmetric_eigen(ctx, damped()));
+    return *eigen_;
+  }
+  bool has_eigen() const { return eigen_ != nullptr; }
+
+ private:
+  friend damped_factor damp_and_invert(context&, device_matrix_view<const double>, double, const damping&);
+  index_t order_ = 0;
+  device_buffer<double> damped_;
+  device_buffer<double> inverse_;
+  damping_report report_;
+  mutable std::shared_ptr<const eigen_decomposition<double>> eigen_;
+};
+
+/// @brief Damps a symmetric device factor and inverts it by Cholesky in double, escalating λ on
+/// failure: the CUDA mirror of `cpu::damp_and_invert`.
+///
+/// shift = λ·mean(diag F) (relative) or λ (absolute). When `potrf` reports that `F + shift·I` is
+/// not positive definite (info > 0), λ ← λ·`d.escalation` (a λ below 1e-8 becomes 1e-8) and the
+/// factorisation is retried, at most `d.max_escalations` times. The inverse comes from `potri` on
+/// the Cholesky factor, then its lower triangle is mirrored onto the upper one. The mode,
+/// escalation and retry limit come from `d`; its `g`/`a` fields are ignored in favour of `lambda`.
+/// @param factor symmetric `[n, n]`, device, any leading dimension (every entry is checked to be
+///        finite; the Cholesky reads one triangle: pass a symmetric matrix).
+/// Work is enqueued on `ctx`'s stream; the call waits for each attempt's `info`, and the returned
+/// matrices are ready in stream order.
+/// Cost: n³/3 flops per attempt plus 2n³/3 for the inverse; device memory for two n² matrices and
+/// the cuSOLVER workspace.
+/// @throws logic_error if `factor` is not square, is empty, or holds a non-finite value, or `lambda`
+///         is negative or not finite; numerical_error if a relative damping has a non-positive mean
+///         diagonal or every attempt fails; cuda_error on any CUDA/cuSOLVER failure.
+inline damped_factor damp_and_invert(context& ctx, device_matrix_view<const double> factor, double lambda,
+                                     const damping& d) {
+  validate(d);
+  const index_t n = factor.rows();
+  SURGEON_EXPECTS(n == factor.cols(), "damp_and_invert: factor [{}, {}] is not square", factor.rows(),
+                  factor.cols());
+  SURGEON_EXPECTS(n > 0, "damp_and_invert: empty factor");
+  SURGEON_EXPECTS(std::isfinite(lambda) && lambda >= 0.0, "damp_and_invert: lambda must be >= 0, got {}",
+                  lambda);
+  const int ni = detail::to_solver_int(n, "order");
+  cudaStream_t stream = ctx.stream();
+  cusolverDnHandle_t solver = ctx.cusolver();
+
+  device_buffer<double> base(ctx, n * n);
+  detail::copy_square(base.data(), factor, stream);
+  device_buffer<int> flag(ctx, 1);
+  device_buffer<double> trace(ctx, 1);
+  SURGEON_CUDA_CHECK(cudaMemsetAsync(flag.data(), 0, sizeof(int), stream));
+  detail::launch_flag_nonfinite(base.data(), n, n, n, flag.data(), stream);
+  detail::launch_trace(base.data(), n, n, trace.data(), stream);
+  int nonfinite = 0;
+  double trace_value = 0.0;
+  flag.copy_to_host(&nonfinite, 1);
+  trace.copy_to_host_sync(&trace_value, 1);
+  SURGEON_EXPECTS(nonfinite == 0, "damp_and_invert: the {}x{} factor holds a non-finite entry", n, n);
+
+  double scale = 1.0;
+  if (d.mode == damping_mode::relative) {
+    scale = trace_value / static_cast<double>(n);
+    if (!(scale > 0.0)) {
+      SURGEON_THROW(numerical_error,
+                    "damp_and_invert: relative damping of a factor with mean diagonal {} (dead?)", scale);
+    }
+  }
+
+  device_buffer<double> work(ctx, n * n);
+  int lwork_potrf = 0;
+  int lwork_potri = 0;
+  SURGEON_CUSOLVER_CHECK(
+      cusolverDnDpotrf_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, ni, work.data(), ni, &lwork_potrf));
+  SURGEON_CUSOLVER_CHECK(
+      cusolverDnDpotri_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, ni, work.data(), ni, &lwork_potri));
+  SURGEON_EXPECTS(lwork_potrf >= 0 && lwork_potri >= 0, "damp_and_invert: negative cuSOLVER workspace");
+  const int lwork = std::max({lwork_potrf, lwork_potri, 1});
+  device_buffer<double> workspace(ctx, lwork);
+  device_buffer<int> info(ctx, 1);
+
+  damped_factor result;
+  result.report_.lambda_requested = lambda;
+  double current = lambda;
+  for (int attempt = 0; attempt <= d.max_escalations; ++attempt) {
+    const double shift = current * scale;
+    SURGEON_CUDA_CHECK(
+        cudaMemcpyAsync(work.data(), base.data(), base.size_bytes(), cudaMemcpyDeviceToDevice, stream));
+    detail::launch_add_diagonal(work.data(), n, n, shift, stream);
+    SURGEON_CUSOLVER_CHECK(cusolverDnDpotrf(solver, CUBLAS_FILL_MODE_LOWER, ni, work.data(), ni,
+                                            workspace.data(), lwork, info.data()));
+    if (fetch_cusolver_info(info.data(), stream, "cusolverDnDpotrf") == 0) {
+      SURGEON_CUSOLVER_CHECK(cusolverDnDpotri(solver, CUBLAS_FILL_MODE_LOWER, ni, work.data(), ni,
+                                              workspace.data(), lwork, info.data()));
+      const int singular = fetch_cusolver_info(info.data(), stream, "cusolverDnDpotri");
+      if (singular > 0) {
+        SURGEON_THROW(numerical_error, "damp_and_invert: potri found a zero pivot at {} of a {}x{} factor",
+                      singular, n, n);
+      }
+      detail::launch_lower_to_upper(work.data(), n, n, stream);
+      detail::launch_add_diagonal(base.data(), n, n, shift, stream);
+      result.order_ = n;
+      result.damped_ = std::move(base);
+      result.inverse_ = std::move(work);
+      result.report_.lambda_used = current;
+      result.report_.shift = shift;
+      result.report_.escalations = attempt;
+      return result;
+    }
+    current = std::max(current * d.escalation, 1e-8);
+  }
+  SURGEON_THROW(
+      numerical_error,
+      "damp_and_invert: a {}x{} factor is not positive definite even with lambda {} after {} escalations", n,
+      n, current / d.escalation, d.max_escalations);
+}
+
+}  // namespace surgeon::cuda
+
+#endif  // SURGEON_HAS_CUDA

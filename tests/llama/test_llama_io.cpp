@@ -10,6 +10,7 @@
 #include "llama/tokenizer.hpp"
 #include "support/catch.hpp"
 #include "support/skip.hpp"
+#include "support/temp_dir.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -78,33 +79,7 @@ void write_bytes(const std::string& path, const bytes_t& bytes) {
   REQUIRE(out.good());
 }
 
-/// A fresh directory under the system temp dir, removed on destruction.
-class temp_dir {
- public:
-  temp_dir() {
-    std::random_device rd;
-    static int counter = 0;
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      path_ = fs::temp_directory_path() /
-              ("surgeon_test_llama_" + std::to_string(rd()) + "_" + std::to_string(++counter));
-      if (fs::create_directory(path_)) return;
-    }
-    FAIL("cannot create a temporary directory");
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::size_t entries() const {
-    return static_cast<std::size_t>(std::distance(fs::directory_iterator(path_), fs::directory_iterator()));
-  }
-
- private:
-  fs::path path_;
-};
+using temp_dir = surgeon::test::temp_dir;
 
 /// A small random checkpoint (dim 8, 2 layers, 4 heads, 2 kv heads, vocab 11, seq_len 6).
 llama2c_checkpoint tiny_checkpoint(bool shared) {

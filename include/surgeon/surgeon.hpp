@@ -16,6 +16,7 @@
 #include <surgeon/kfac.hpp>
 #include <surgeon/mask.hpp>
 #include <surgeon/select.hpp>
+#include <surgeon/update.hpp>
 #include <surgeon/types.hpp>
 #include <surgeon/version.hpp>
 #include <surgeon/view.hpp>

@@ -1,0 +1,126 @@
+/// @file cpu/prune_backend.hpp
+/// @brief `cpu::prune_backend`: the CPU policy of the multi-shot driver (`basic_pruning_session`,
+/// detail/prune_driver.hpp). Factors accumulate in a host `factor_bank<double>`, curvature, costs,
+/// selection, updates and SparseGPT run on the CPU backend, in place on the adapter's weights.
+#pragma once
+
+#include <surgeon/cpu/context.hpp>
+#include <surgeon/cpu/cost.hpp>
+#include <surgeon/cpu/curvature.hpp>
+#include <surgeon/cpu/kfac.hpp>
+#include <surgeon/cpu/sparsegpt.hpp>
+#include <surgeon/cpu/update.hpp>
+#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/kfac.hpp>
+#include <surgeon/mask.hpp>
+#include <surgeon/select.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace surgeon::cpu {
+
+/// @brief The CPU backend of the pruning driver. Default-constructible and cheap to copy.
+class prune_backend {
+ public:
+  /// @brief One calibration pass's host accumulators (double), keyed as the driver asks.
+  class store : public surgeon::detail::factor_sink {
+   public:
+    bool contains(const std::string& key) const override { return bank_.contains(key); }
+    void add(const std::string& key, host_matrix_view<const float> x) override { bank_.add(ctx_, key, x); }
+
+   private:
+    friend class prune_backend;
+    context ctx_;
+    factor_bank<double> bank_;
+  };
+  using curvature = kronecker_curvature;
+  using costs = host_matrix<double>;
+
+  std::unique_ptr<store> make_store() const { return std::make_unique<store>(); }
+  void define(store& s, const std::string& key, index_t dim) const { s.bank_.define(key, dim); }
+  bool empty(const store& s, const std::string& key) const { return s.bank_.at(key).empty(); }
+  /// The diagonal of the accumulated (unnormalised) state: only its zeros matter.
+  std::vector<double> diagonal(const store& s, const std::string& key) const {
+    const factor_accumulator<double>& f = s.bank_.at(key);
+    std::vector<double> d(static_cast<std::size_t>(f.size()));
+    for (index_t i = 0; i < f.size(); ++i) d[static_cast<std::size_t>(i)] = f.lower_data()[i * f.size() + i];
+    return d;
+  }
+
+  /// The layer's curvature from the means of `g_key` and `a_key` (an empty key: identity).
+  curvature factorize(const store& s, const std::string& g_key, const std::string& a_key,
+                      host_matrix_view<const float> w, const damping& d) {
+    host_matrix<double> g(w.rows(), w.rows());
+    host_matrix<double> a(w.cols(), w.cols());
+    if (!g_key.empty()) {
+      g = s.bank_.at(g_key).mean();
+    } else {
+      for (index_t i = 0; i < w.rows(); ++i) g(i, i) = 1.0;
+    }
+    if (!a_key.empty()) {
+      a = s.bank_.at(a_key).mean();
+    } else {
+      for (index_t j = 0; j < w.cols(); ++j) a(j, j) = 1.0;
+    }
+    return cpu::factorize(ctx_, g.view(), a.view(), d, w);
+  }
+
+  costs element_costs(method how, const curvature& c, host_matrix_view<const float> w) {
+    return cpu::element_costs(ctx_, how, c, w);
+  }
+  costs zero_costs(index_t rows, index_t cols) const { return host_matrix<double>(rows, cols); }
+  std::vector<double> row_costs(method how, const curvature& c, host_matrix_view<const float> w) {
+    return cpu::row_costs(ctx_, how, c, w);
+  }
+  std::vector<double> column_costs(method how, const curvature& c, host_matrix_view<const float> w) {
+    return cpu::column_costs(ctx_, how, c, w);
+  }
+
+  selection select_unstructured(const std::vector<costs>& c, double sparsity) const {
+    return surgeon::select_unstructured(views(c), sparsity);
+  }
+  selection select_per_row(const std::vector<costs>& c, double sparsity) const {
+    return surgeon::select_per_row(views(c), sparsity);
+  }
+  selection select_nm(const std::vector<costs>& c, nm_pattern p, double sparsity) const {
+    return surgeon::select_nm(views(c), p, sparsity);
+  }
+
+  void update_rows_columns(const curvature& c, host_matrix_view<float> w, const std::vector<index_t>& rows,
+                           const std::vector<index_t>& cols) {
+    cpu::update_rows_columns(ctx_, c, w, rows, cols);
+  }
+  void obs_update(const curvature& c, host_matrix_view<float> w, const mask& pruned, correlate budget) {
+    cpu::obs_update(ctx_, c, w, pruned, budget);
+  }
+  void obs_update_full(const curvature& c, host_matrix_view<float> w, const mask& pruned,
+                       pcg_options options) {
+    cpu::obs_update_full(ctx_, c, w, pruned, options);
+  }
+
+  /// SparseGPT on H = mean of `a_key` (uniform per layer; N:M when the options ask for it).
+  void sparsegpt(const store& s, const std::string& a_key, host_matrix_view<float> w, const prune_options& o,
+                 double target_sparsity) {
+    const host_matrix<double> h = s.bank_.at(a_key).mean();
+    const sparsegpt_options options{128, o.damp.a};
+    if (o.what == structure::n_m) {
+      cpu::sparsegpt_prune(ctx_, h.view(), w, o.pattern, options);
+    } else {
+      cpu::sparsegpt_prune(ctx_, h.view(), w, target_sparsity, options);
+    }
+  }
+
+ private:
+  static std::vector<host_matrix_view<const double>> views(const std::vector<costs>& c) {
+    std::vector<host_matrix_view<const double>> result;
+    result.reserve(c.size());
+    for (const auto& m : c) result.push_back(m.view());
+    return result;
+  }
+
+  context ctx_;
+};
+
+}  // namespace surgeon::cpu

@@ -1,0 +1,409 @@
+/// @file detail/prune_driver.hpp
+/// @brief The backend-neutral multi-shot pruning driver (SPEC.md §5): `basic_pruning_session`
+/// over a caller-provided model adapter and a backend policy. Include `surgeon/prune.hpp` (CPU
+/// backend) or `surgeon/cuda/prune.hpp` (CUDA backend), not this file: it includes no backend, and
+/// no Eigen, so that nvcc translation units can use it.
+///
+/// The library never owns the model. The caller describes it through an *adapter*:
+///
+/// ```cpp
+/// struct my_adapter {
+///   // The prunable matrices: name, the key of the input they read (layers that read the same
+///   // input share one A), and a view of the weights [out, in] in the caller's buffers.
+///   std::vector<surgeon::prunable_matrix> matrices();
+///   // One calibration pass: feed every prunable matrix's inputs (once per input key) and output
+///   // gradients to the sink. `shot` lets the adapter vary or fix its sampling.
+///   void calibrate(surgeon::calibration_sink& sink, int shot);
+///   // Optional: a quality measure after each shot (e.g. perplexity); lower is better.
+///   double evaluate();
+/// };
+/// ```
+///
+/// Each shot t of T recomputes the K-FAC factors from the current weights, computes every
+/// matrix's costs, takes one global threshold for the target sparsity t·s/T, and applies the
+/// method's update. Weights pruned in earlier shots have cost 0 and stay exactly zero.
+#pragma once
+
+#include <surgeon/curvature.hpp>
+#include <surgeon/error.hpp>
+#include <surgeon/mask.hpp>
+#include <surgeon/select.hpp>
+#include <surgeon/types.hpp>
+#include <surgeon/update.hpp>
+#include <surgeon/view.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace surgeon {
+
+template <typename Adapter, typename Backend>
+class basic_pruning_session;
+
+namespace detail {
+
+/// @brief Where a calibration pass's inputs and gradients go: the backend's K-FAC accumulators,
+/// keyed "a:<input_key>" and "g:<matrix name>". Implemented by each backend's `store`.
+class factor_sink {
+ public:
+  virtual ~factor_sink() = default;
+  /// True when the key was defined for the current pass.
+  virtual bool contains(const std::string& key) const = 0;
+  /// Adds the token rows `x` [tokens, dim] to the accumulator of `key`.
+  virtual void add(const std::string& key, host_matrix_view<const float> x) = 0;
+};
+
+}  // namespace detail
+
+/// @brief One prunable weight matrix of the caller's model.
+struct prunable_matrix {
+  std::string name;                ///< unique ("blk.0.attn_q")
+  std::string input_key;           ///< key of its input; shared by layers reading the same input
+  host_matrix_view<float> weight;  ///< [out, in], the caller's buffer, updated in place
+};
+
+/// @brief Receives one calibration pass from an adapter and accumulates the K-FAC factors (in the
+/// session's backend: host or device accumulators).
+///
+/// Only the factors the method needs are accumulated (none for magnitude, A only for Wanda,
+/// L-OBD and SparseGPT). Inputs and gradients of matrices outside the current group are ignored.
+class calibration_sink {
+ public:
+  /// @brief Adds the input X `[tokens, in]` read by every matrix with `input_key`.
+  /// @throws logic_error on a shape mismatch or non-finite input.
+  void input(const std::string& input_key, host_matrix_view<const float> x) {
+    if (!wants_a_ || !store_->contains("a:" + input_key)) return;
+    store_->add("a:" + input_key, x);
+  }
+  /// @brief Adds the gradient `[tokens, out]` at the output of matrix `name`.
+  /// @throws logic_error on a shape mismatch or non-finite input.
+  void output_grad(const std::string& name, host_matrix_view<const float> gy) {
+    if (!wants_g_ || !store_->contains("g:" + name)) return;
+    store_->add("g:" + name, gy);
+  }
+
+ private:
+  template <typename Adapter, typename Backend>
+  friend class basic_pruning_session;
+  calibration_sink(detail::factor_sink& store, bool wants_a, bool wants_g)
+      : store_(&store), wants_a_(wants_a), wants_g_(wants_g) {}
+  detail::factor_sink* store_;
+  bool wants_a_ = false;
+  bool wants_g_ = false;
+};
+
+/// @brief What to prune and how (defaults: LLM Surgeon, unstructured, 5 shots).
+struct prune_options {
+  method how = method::llm_surgeon;
+  structure what = structure::unstructured;
+  nm_pattern pattern{2, 4};  ///< for structure::n_m
+  double sparsity = 0.5;     ///< final fraction of weights removed from the matrices
+  int shots = 5;             ///< T; the target at shot t is t·sparsity/T
+  damping damp{0.1, 0.01};   ///< λ_G, λ_A (the paper's unstructured/N:M setting)
+  correlate budget{2000};    ///< chunked element updates (LLM Surgeon)
+  bool whole_mask = false;   ///< LLM Surgeon: solve each layer's whole mask by PCG instead
+  /// LLM Surgeon: apply the OBS weight update (false: its costs and global threshold only, the
+  /// weights just masked — an ablation that separates the costs' effect from the update's).
+  bool update = true;
+  pcg_options pcg{1e-3, 100};
+  /// Matrices whose factors are alive at once: 0 = all. With k > 0 the driver runs one
+  /// calibration pass per group of k matrices (in adapter order) and frees each group's factors
+  /// and inverses before the next, bounding memory at the cost of more passes.
+  int group_size = 0;
+};
+
+/// @brief What one shot did.
+struct shot_report {
+  int shot = 0;                      ///< 1-based
+  double target_sparsity = 0.0;      ///< t·s/T
+  double achieved_sparsity = 0.0;    ///< zeros / parameters over the prunable matrices
+  index_t removed = 0;               ///< weights selected this shot (cumulative zeros included)
+  double seconds = 0.0;              ///< wall time of the shot (calibration included)
+  double max_lambda_g = 0.0;         ///< largest λ_G used after escalation
+  double max_lambda_a = 0.0;         ///< largest λ_A used after escalation
+  int escalations = 0;               ///< total damping escalations
+  std::optional<double> evaluation;  ///< adapter.evaluate() after the shot, when it has one
+};
+
+namespace detail {
+template <typename A, typename = void>
+struct has_evaluate : std::false_type {};
+template <typename A>
+struct has_evaluate<A, std::void_t<decltype(std::declval<A&>().evaluate())>> : std::true_type {};
+}  // namespace detail
+
+/// @brief Runs the multi-shot schedule on one adapter with one backend. Not copyable; one per
+/// pruning run. Use the aliases `surgeon::pruning_session<Adapter>` (CPU, surgeon/prune.hpp) or
+/// `surgeon::cuda::pruning_session<Adapter>` (CUDA, surgeon/cuda/prune.hpp).
+///
+/// `Backend` is a policy with these members (see `cpu::prune_backend` and `cuda::prune_backend`):
+/// - `store`: the K-FAC accumulators of one calibration pass, derived from `detail::factor_sink`;
+///   `std::unique_ptr<store> make_store()`, `define(store&, key, dim)`, `empty(const store&, key)`,
+///   `diagonal(const store&, key)` (the accumulated diagonal, host, for the dead-layer test);
+/// - `curvature` (with `g.report()` and `a.report()`), made by
+///   `factorize(store&, g_key, a_key, weights, damping)` (an empty key means the identity factor);
+/// - `costs` (one matrix's element costs) from `element_costs(method, curvature, weights)` or
+///   `zero_costs(rows, cols)`; `row_costs` / `column_costs` returning host vectors;
+/// - `select_unstructured`, `select_per_row`, `select_nm` over `std::vector<costs>` (results as
+///   select.hpp);
+/// - `update_rows_columns`, `obs_update`, `obs_update_full` and `sparsegpt` on the host weights.
+template <typename Adapter, typename Backend>
+class basic_pruning_session {
+ public:
+  /// @throws logic_error on inconsistent options (sparsity outside [0, 1), shots < 1, a method
+  ///         without a score for the structure, an N:M sparsity above N/M, N:M with M not dividing
+  ///         a matrix width).
+  basic_pruning_session(Adapter& adapter, prune_options options, Backend backend = Backend{})
+      : adapter_(adapter), options_(std::move(options)), backend_(std::move(backend)) {
+    SURGEON_EXPECTS(options_.sparsity >= 0.0 && options_.sparsity < 1.0, "prune: sparsity {} outside [0, 1)",
+                    options_.sparsity);
+    SURGEON_EXPECTS(options_.shots >= 1, "prune: shots must be >= 1, got {}", options_.shots);
+    SURGEON_EXPECTS(options_.group_size >= 0, "prune: group_size must be >= 0, got {}", options_.group_size);
+    validate(options_.damp);
+    if (options_.what == structure::rows_columns) {
+      SURGEON_EXPECTS(options_.how != method::wanda && options_.how != method::sparsegpt,
+                      "prune: {} has no row/column score", to_string(options_.how));
+    }
+    if (options_.what == structure::n_m && options_.how == method::sparsegpt) {
+      const double exact = static_cast<double>(options_.pattern.n) / static_cast<double>(options_.pattern.m);
+      SURGEON_EXPECTS(std::abs(options_.sparsity - exact) < 1e-12,
+                      "prune: SparseGPT's {}:{} prunes N of every M weights (sparsity {}), asked {}",
+                      options_.pattern.n, options_.pattern.m, exact, options_.sparsity);
+    }
+    if (options_.what == structure::n_m) {
+      const double most = static_cast<double>(options_.pattern.n) / static_cast<double>(options_.pattern.m);
+      SURGEON_EXPECTS(options_.sparsity <= most + 1e-12,
+                      "prune: {}:{} removes at most {} of the weights, asked {}", options_.pattern.n,
+                      options_.pattern.m, most, options_.sparsity);
+    }
+    const auto matrices = adapter_.matrices();
+    SURGEON_EXPECTS(!matrices.empty(), "prune: the adapter lists no prunable matrix");
+    std::set<std::string> names;
+    for (const prunable_matrix& m : matrices) {
+      SURGEON_EXPECTS(names.insert(m.name).second, "prune: two matrices are named '{}'", m.name);
+      if (options_.what == structure::n_m) validate(options_.pattern, m.weight.cols());
+    }
+  }
+
+  /// @brief Runs every shot; `on_shot` sees each report as it completes.
+  /// @throws what the adapter, the factorisations or the updates throw.
+  std::vector<shot_report> run(const std::function<void(const shot_report&)>& on_shot = {}) {
+    std::vector<shot_report> reports;
+    for (int t = 1; t <= options_.shots; ++t) {
+      reports.push_back(shot(t));
+      if (on_shot) on_shot(reports.back());
+    }
+    return reports;
+  }
+
+  /// @brief One shot (1-based) of the schedule: target t·s/T.
+  shot_report shot(int t) {
+    using store_type = typename Backend::store;
+    using curvature_type = typename Backend::curvature;
+    using costs_type = typename Backend::costs;
+    const auto start = std::chrono::steady_clock::now();
+    shot_report report;
+    report.shot = t;
+    report.target_sparsity = options_.sparsity * static_cast<double>(t) / static_cast<double>(options_.shots);
+    std::vector<prunable_matrix> matrices = adapter_.matrices();
+    const std::vector<std::vector<std::size_t>> groups = make_groups(matrices.size());
+    dead_.clear();
+
+    if (options_.how == method::sparsegpt) {
+      // Uniform per layer, on the same factors: H = A.
+      for (const auto& group : groups) {
+        const std::unique_ptr<store_type> store = calibrate(matrices, group, t, true, false);
+        for (const std::size_t k : group) {
+          const prunable_matrix& m = matrices[k];
+          backend_.sparsegpt(*store, "a:" + m.input_key, m.weight, options_, report.target_sparsity);
+        }
+      }
+      finish(report, matrices, start);
+      return report;
+    }
+
+    // 1. Costs of every matrix, group by group (the curvature is freed after each group unless
+    //    it is needed again for the update and everything fits in one group).
+    const bool needs_a = options_.how != method::magnitude;
+    const bool needs_g = options_.how == method::kobd || options_.how == method::llm_surgeon;
+    const bool updates = options_.how == method::llm_surgeon && options_.update;
+    std::vector<costs_type> element_costs(matrices.size());
+    std::vector<std::vector<double>> row_costs(matrices.size());
+    std::vector<std::vector<double>> col_costs(matrices.size());
+    std::map<std::size_t, curvature_type> kept;
+    const bool keep_curvature = updates && groups.size() == 1;
+    for (const auto& group : groups) {
+      const std::unique_ptr<store_type> store = calibrate(matrices, group, t, needs_a, needs_g);
+      for (const std::size_t k : group) {
+        const prunable_matrix& m = matrices[k];
+        const host_matrix_view<const float> w(m.weight);
+        if (entirely_dead(*store, m, needs_a, needs_g)) {
+          // Every row or every column is dead (SPEC.md §2): all of it counts as removed at cost 0.
+          dead_.insert(k);
+          if (options_.what == structure::rows_columns) {
+            row_costs[k].assign(static_cast<std::size_t>(w.rows()), 0.0);
+            col_costs[k].assign(static_cast<std::size_t>(w.cols()), 0.0);
+          } else {
+            element_costs[k] = backend_.zero_costs(w.rows(), w.cols());
+          }
+          continue;
+        }
+        curvature_type curvature = curvature_of(*store, m, needs_a, needs_g, report);
+        if (options_.what == structure::rows_columns) {
+          row_costs[k] = backend_.row_costs(options_.how, curvature, w);
+          col_costs[k] = backend_.column_costs(options_.how, curvature, w);
+        } else {
+          element_costs[k] = backend_.element_costs(options_.how, curvature, w);
+        }
+        if (keep_curvature) kept.emplace(k, std::move(curvature));
+      }
+    }
+
+    // 2. One global threshold (per row for Wanda, as in its paper).
+    std::vector<mask> masks;
+    std::vector<std::vector<index_t>> rows;
+    std::vector<std::vector<index_t>> cols;
+    if (options_.what == structure::rows_columns) {
+      structured_selection chosen = select_rows_columns(row_costs, col_costs, report.target_sparsity);
+      masks = std::move(chosen.masks);
+      rows = std::move(chosen.rows);
+      cols = std::move(chosen.cols);
+      report.removed = chosen.removed;
+    } else {
+      selection chosen = options_.what == structure::n_m
+                             ? backend_.select_nm(element_costs, options_.pattern, report.target_sparsity)
+                         : options_.how == method::wanda
+                             ? backend_.select_per_row(element_costs, report.target_sparsity)
+                             : backend_.select_unstructured(element_costs, report.target_sparsity);
+      masks = std::move(chosen.masks);
+      report.removed = chosen.removed;
+    }
+    element_costs.clear();
+
+    // 3. Updates (LLM Surgeon) or plain masking (the baselines).
+    if (!updates) {
+      for (std::size_t k = 0; k < matrices.size(); ++k) masks[k].apply(matrices[k].weight);
+    } else {
+      for (const auto& group : groups) {
+        std::unique_ptr<store_type> store;
+        if (!keep_curvature) store = calibrate(matrices, group, t, true, true);
+        for (const std::size_t k : group) {
+          const prunable_matrix& m = matrices[k];
+          if (dead_.count(k) != 0) {
+            masks[k].apply(m.weight);
+            continue;
+          }
+          curvature_type curvature =
+              keep_curvature ? std::move(kept.at(k)) : curvature_of(*store, m, true, true, report);
+          if (options_.what == structure::rows_columns) {
+            backend_.update_rows_columns(curvature, m.weight, rows[k], cols[k]);
+          } else if (options_.whole_mask) {
+            backend_.obs_update_full(curvature, m.weight, masks[k], options_.pcg);
+          } else {
+            backend_.obs_update(curvature, m.weight, masks[k], options_.budget);
+          }
+          masks[k].apply(m.weight);
+          if (keep_curvature) kept.erase(k);  // free each matrix's curvature once it is used
+        }
+      }
+    }
+    finish(report, matrices, start);
+    return report;
+  }
+
+ private:
+  std::vector<std::vector<std::size_t>> make_groups(std::size_t count) const {
+    std::vector<std::vector<std::size_t>> groups;
+    const std::size_t size = options_.group_size > 0 ? static_cast<std::size_t>(options_.group_size) : count;
+    for (std::size_t first = 0; first < count; first += size) {
+      std::vector<std::size_t> group;
+      for (std::size_t k = first; k < std::min(count, first + size); ++k) group.push_back(k);
+      groups.push_back(std::move(group));
+    }
+    return groups;
+  }
+
+  std::unique_ptr<typename Backend::store> calibrate(const std::vector<prunable_matrix>& matrices,
+                                                     const std::vector<std::size_t>& group, int shot,
+                                                     bool needs_a, bool needs_g) {
+    std::unique_ptr<typename Backend::store> store = backend_.make_store();
+    if (!needs_a && !needs_g) return store;
+    for (const std::size_t k : group) {
+      const prunable_matrix& m = matrices[k];
+      if (needs_a) backend_.define(*store, "a:" + m.input_key, m.weight.cols());
+      if (needs_g) backend_.define(*store, "g:" + m.name, m.weight.rows());
+    }
+    calibration_sink sink(*store, needs_a, needs_g);
+    adapter_.calibrate(sink, shot);
+    for (const std::size_t k : group) {
+      const prunable_matrix& m = matrices[k];
+      if (needs_a && backend_.empty(*store, "a:" + m.input_key)) {
+        SURGEON_THROW(logic_error, "prune: the calibration pass fed no input for '{}' (key '{}')", m.name,
+                      m.input_key);
+      }
+      if (needs_g && backend_.empty(*store, "g:" + m.name)) {
+        SURGEON_THROW(logic_error, "prune: the calibration pass fed no output gradient for '{}'", m.name);
+      }
+    }
+    return store;
+  }
+
+  // True when every row or every column of the matrix is dead: zero weights, or zero diagonal of
+  // the factors the method uses (SPEC.md §2).
+  bool entirely_dead(const typename Backend::store& store, const prunable_matrix& m, bool needs_a,
+                     bool needs_g) const {
+    const index_t rows = m.weight.rows();
+    const index_t cols = m.weight.cols();
+    std::vector<double> g_diag(static_cast<std::size_t>(rows), 1.0);
+    std::vector<double> a_diag(static_cast<std::size_t>(cols), 1.0);
+    if (needs_g) g_diag = backend_.diagonal(store, "g:" + m.name);
+    if (needs_a) a_diag = backend_.diagonal(store, "a:" + m.input_key);
+    const dead_structure dead = find_dead(host_vector_view<const double>(g_diag.data(), rows),
+                                          host_vector_view<const double>(a_diag.data(), cols),
+                                          host_matrix_view<const float>(m.weight));
+    return dead.live_rows.empty() || dead.live_cols.empty();
+  }
+
+  // The layer's curvature: G = I when the method ignores it (its costs then use A alone).
+  typename Backend::curvature curvature_of(typename Backend::store& store, const prunable_matrix& m,
+                                           bool needs_a, bool needs_g, shot_report& report) {
+    typename Backend::curvature curvature = backend_.factorize(
+        store, needs_g ? "g:" + m.name : std::string(), needs_a ? "a:" + m.input_key : std::string(),
+        host_matrix_view<const float>(m.weight), options_.damp);
+    report.max_lambda_g = std::max(report.max_lambda_g, curvature.g.report().lambda_used);
+    report.max_lambda_a = std::max(report.max_lambda_a, curvature.a.report().lambda_used);
+    report.escalations += curvature.g.report().escalations + curvature.a.report().escalations;
+    return curvature;
+  }
+
+  void finish(shot_report& report, const std::vector<prunable_matrix>& matrices,
+              std::chrono::steady_clock::time_point start) {
+    index_t zeros = 0;
+    index_t total = 0;
+    for (const prunable_matrix& m : matrices) {
+      for (index_t i = 0; i < m.weight.rows(); ++i) {
+        for (index_t j = 0; j < m.weight.cols(); ++j) zeros += m.weight(i, j) == 0.0f ? 1 : 0;
+      }
+      total += m.weight.size();
+    }
+    report.achieved_sparsity = static_cast<double>(zeros) / static_cast<double>(total);
+    if constexpr (detail::has_evaluate<Adapter>::value) report.evaluation = adapter_.evaluate();
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
+  Adapter& adapter_;
+  prune_options options_;
+  Backend backend_;
+  std::set<std::size_t> dead_;  // matrices found entirely dead in the current shot
+};
+
+}  // namespace surgeon

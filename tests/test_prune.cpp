@@ -239,3 +239,24 @@ TEST_CASE("bad pruning options are logic_errors", "[prune]") {
   options.sparsity = 0.3;  // SparseGPT's 2:4 is sparsity 0.5 exactly
   CHECK_THROWS_WITH(surgeon::prune(model, options), Catch::Contains("prunes N of every M"));
 }
+
+TEST_CASE("LLM Surgeon without the update only masks: kept weights are untouched", "[prune]") {
+  toy_adapter original;
+  toy_adapter masked;
+  toy_adapter updated;
+  surgeon::prune_options options;
+  options.shots = 1;
+  options.update = false;
+  const auto reports = surgeon::prune(masked, options);
+  options.update = true;
+  surgeon::prune(updated, options);
+  CHECK(reports.back().achieved_sparsity == Approx(0.5).margin(1.0 / static_cast<double>(total)));
+  index_t changed_by_update = 0;
+  for (std::size_t k = 0; k < original.w_a.size(); ++k) {
+    if (masked.w_a[k] != 0.0f) CHECK(masked.w_a[k] == original.w_a[k]);
+    // The same costs choose the same mask, with or without the update.
+    CHECK((masked.w_a[k] == 0.0f) == (updated.w_a[k] == 0.0f));
+    changed_by_update += masked.w_a[k] != updated.w_a[k] ? 1 : 0;
+  }
+  CHECK(changed_by_update > 0);
+}

@@ -4,7 +4,7 @@
 //   surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT --out PATH
 //                 [--method M] [--structure S] [--density D] [--shots T] [--nsamples N]
 //                 [--seqlen L] [--seed S] [--damp-g X] [--damp-a X] [--max-correlate K]
-//                 [--eval-windows K] [--whole-mask] [--group-size K] [--out-type f32|f16]
+//                 [--eval-windows K] [--whole-mask] [--no-update] [--group-size K] [--out-type f32|f16]
 //                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
 //
 // Exit status: 0 done, 1 a surgeon::error (message on stderr), 2 bad flags or an output path that
@@ -59,6 +59,7 @@ constexpr const char* usage_text =
     "         [--shots T] (5)  [--nsamples N] (128)  [--seqlen L] (min(2048, context))\n"
     "         [--seed S] (0)  [--damp-g X] (0.1)  [--damp-a X] (0.01)  [--max-correlate K] (2000)\n"
     "         [--eval-windows K] (32)  [--whole-mask]  [--group-size K] (0 = all at once)\n"
+    "         [--no-update]  (llm-surgeon: costs and mask only, no OBS update; an ablation)\n"
     "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
     "         [--eval-every-shot]  [--reseed-per-shot]\n";
 
@@ -301,7 +302,7 @@ struct options {
   long long shots = 5, nsamples = 128, seqlen = 0, eval_windows = 32, max_correlate = 2000, group_size = 0;
   unsigned long long seed = 0;
   double damp_g = 0.1, damp_a = 0.01;
-  bool whole_mask = false, eval_every_shot = false, reseed_per_shot = false;
+  bool whole_mask = false, no_update = false, eval_every_shot = false, reseed_per_shot = false;
   surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f32;
   std::string out_type_name = "f32";
 };
@@ -313,6 +314,10 @@ options parse_flags(int argc, char** argv) {
     if (flag == "--help" || flag == "-h") usage("prunes a Llama-family model");
     if (flag == "--whole-mask") {
       o.whole_mask = true;
+      continue;
+    }
+    if (flag == "--no-update") {
+      o.no_update = true;
       continue;
     }
     if (flag == "--eval-every-shot") {
@@ -452,6 +457,7 @@ int main(int argc, char** argv) {
     po.damp.a = o.damp_a;
     po.budget.max = static_cast<index_t>(o.max_correlate);
     po.whole_mask = o.whole_mask;
+    po.update = !o.no_update;
     po.group_size = static_cast<int>(o.group_size);
 
     llama::calibration_options co;
@@ -521,6 +527,7 @@ int main(int argc, char** argv) {
           .number("damp_a", o.damp_a)
           .integer("max_correlate", o.max_correlate)
           .boolean("whole_mask", o.whole_mask)
+          .boolean("update", !o.no_update)
           .integer("group_size", o.group_size)
           .integer("eval_windows", dense.windows)
           .number("ppl_dense", dense.ppl)

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace surgeon {
@@ -76,6 +77,29 @@ class mask {
 
   index_t rows() const { return rows_; }
   index_t cols() const { return cols_; }
+  /// @brief 64-bit words per row, `ceil(cols / 64)`; bit `j & 63` of word `i·words_per_row() + j/64`
+  /// is weight (i, j). Bits past `cols` in a row's last word are always 0.
+  index_t words_per_row() const { return words_per_row_; }
+  /// @brief The raw words, `rows·words_per_row()` of them (for backends that copy masks to device
+  /// memory; `cuda::device_mask` uses the same layout).
+  const std::vector<std::uint64_t>& words() const { return bits_; }
+  /// @brief A mask from raw words in the layout of `words()`.
+  /// @throws logic_error if the word count does not match the shape or a bit past `cols` is set.
+  static mask from_words(index_t rows, index_t cols, std::vector<std::uint64_t> words) {
+    mask result(rows, cols);
+    SURGEON_EXPECTS(words.size() == result.bits_.size(),
+                    "mask::from_words: {} words for a [{}, {}] mask ({})", words.size(), rows, cols,
+                    result.bits_.size());
+    if (cols % 64 != 0) {
+      const std::uint64_t tail = ~std::uint64_t{0} << (cols % 64);
+      for (index_t i = 0; i < rows; ++i) {
+        SURGEON_EXPECTS((words[static_cast<std::size_t>((i + 1) * result.words_per_row_ - 1)] & tail) == 0,
+                        "mask::from_words: row {} has bits set past column {}", i, cols);
+      }
+    }
+    result.bits_ = std::move(words);
+    return result;
+  }
   /// @brief True when weight (i, j) is pruned. No bounds check.
   bool pruned(index_t i, index_t j) const { return (word(i, j) >> (j & 63)) & 1u; }
   /// @brief Marks weight (i, j) as pruned. No bounds check.

@@ -15,6 +15,7 @@
 #include <surgeon/cuda/check.hpp>
 #include <surgeon/cuda/context.hpp>
 #include <surgeon/cuda/detail/kfac_kernels.cuh>
+#include <surgeon/cuda/detail/layer_kernels.cuh>
 #include <surgeon/curvature.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/view.hpp>
@@ -28,6 +29,7 @@
 #include <memory>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace surgeon::cuda {
 
@@ -258,6 +260,124 @@ inline damped_factor damp_and_invert(context& ctx, device_matrix_view<const doub
       numerical_error,
       "damp_and_invert: a {}x{} factor is not positive definite even with lambda {} after {} escalations", n,
       n, current / d.escalation, d.max_escalations);
+}
+
+/// @brief The live index lists of a layer in device memory, for the layer kernels.
+struct device_layer_indices {
+  device_buffer<index_t> live_rows;     ///< `dead.live_rows`
+  device_buffer<index_t> live_cols;     ///< `dead.live_cols`
+  device_buffer<index_t> row_position;  ///< layer row → live position, −1 when dead (R entries)
+  device_buffer<index_t> col_position;  ///< layer column → live position, −1 when dead (C entries)
+};
+
+/// @brief The curvature of one layer in device memory: the damped live sub-factors of G and A,
+/// their inverses and (on demand) eigendecompositions, which rows and columns are dead, and those
+/// index lists on the device. The mirror of `cpu::kronecker_curvature`: index k of `g` is row
+/// `dead.live_rows[k]` of the layer, and every cost and update works on that live sub-layer.
+/// Move-only (device memory).
+struct kronecker_curvature {
+  damped_factor g;
+  damped_factor a;
+  dead_structure dead;
+  device_layer_indices indices;
+};
+
+namespace detail {
+
+inline std::vector<index_t> positions_of(const std::vector<index_t>& live, index_t size) {
+  std::vector<index_t> position(static_cast<std::size_t>(size), -1);
+  for (std::size_t k = 0; k < live.size(); ++k)
+    position[static_cast<std::size_t>(live[k])] = static_cast<index_t>(k);
+  return position;
+}
+
+inline device_buffer<index_t> upload_indices(const context& ctx, const std::vector<index_t>& values) {
+  device_buffer<index_t> buffer(ctx, static_cast<index_t>(values.size()));
+  buffer.copy_from_host_sync(values.data(), static_cast<index_t>(values.size()));
+  return buffer;
+}
+
+/// The dead structure of SPEC.md §2 from device factors and weights (the host `find_dead` rules:
+/// a row is dead when its weights are all 0 or G_ii = 0, a column likewise with A_jj).
+template <typename W>
+dead_structure find_dead_on_device(context& ctx, device_matrix_view<const double> g,
+                                   device_matrix_view<const double> a, device_matrix_view<const W> w) {
+  const index_t rows = g.rows();
+  const index_t cols = a.rows();
+  cudaStream_t stream = ctx.stream();
+  device_buffer<double> diagonals(ctx, rows + cols);
+  launch_diagonal(g.data(), rows, g.ld(), diagonals.data(), stream);
+  launch_diagonal(a.data(), cols, a.ld(), diagonals.data() + rows, stream);
+  std::vector<double> diagonal(static_cast<std::size_t>(rows + cols));
+  std::vector<int> alive(static_cast<std::size_t>(rows + cols), 1);
+  if (!w.empty()) {
+    device_buffer<int> flags(ctx, rows + cols);
+    flags.fill_zero();
+    launch_nonzero_rows_cols(w.data(), rows, cols, w.ld(), flags.data(), flags.data() + rows, stream);
+    flags.copy_to_host(alive.data(), rows + cols);
+  }
+  diagonals.copy_to_host_sync(diagonal.data(), rows + cols);
+  dead_structure dead;
+  for (index_t i = 0; i < rows; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    (alive[k] != 0 && diagonal[k] != 0.0 ? dead.live_rows : dead.dead_rows).push_back(i);
+  }
+  for (index_t j = 0; j < cols; ++j) {
+    const auto k = static_cast<std::size_t>(rows + j);
+    (alive[k] != 0 && diagonal[k] != 0.0 ? dead.live_cols : dead.dead_cols).push_back(j);
+  }
+  return dead;
+}
+
+}  // namespace detail
+
+/// @brief Factorises a layer's K-FAC curvature from device factor means: the CUDA mirror of
+/// `cpu::factorize`.
+///
+/// Finds the dead rows and columns (SPEC.md §2; from the factors' diagonals alone when `w` is
+/// empty), restricts G and A to the live indices, damps and inverts each (`damp_and_invert`, with
+/// escalation), and uploads the index lists the layer kernels use.
+/// @param g output-side factor G `[R, R]`, device, symmetric; @param a input-side factor A `[C, C]`
+///        (C includes the bias column when the layer has one); @param w the weights `W̃ [R, C]`,
+///        device, float or double, any `ld` (or empty).
+/// Cost: O(R³ + C³) flops on the device (two Cholesky factorisations and inverses); a few small
+/// host transfers; device memory for two copies of each live factor.
+/// @throws logic_error on mismatched shapes or bad damping; numerical_error as `damp_and_invert`,
+///         or when every row or every column is dead; cuda_error on any CUDA failure.
+template <typename W = float>
+kronecker_curvature factorize(context& ctx, device_matrix_view<const double> g,
+                              device_matrix_view<const double> a, const damping& d,
+                              device_matrix_view<const W> w = {}) {
+  static_assert(std::is_same_v<W, float> || std::is_same_v<W, double>, "factorize: float or double weights");
+  validate(d);
+  SURGEON_EXPECTS(g.rows() == g.cols() && a.rows() == a.cols(),
+                  "factorize: factors [{}, {}] and [{}, {}] must be square", g.rows(), g.cols(), a.rows(),
+                  a.cols());
+  if (!w.empty()) {
+    SURGEON_EXPECTS(w.rows() == g.rows() && w.cols() == a.rows(),
+                    "factorize: weights [{}, {}] do not fit factors G [{}, {}] and A [{}, {}]", w.rows(),
+                    w.cols(), g.rows(), g.cols(), a.rows(), a.cols());
+  }
+  kronecker_curvature result;
+  result.dead = detail::find_dead_on_device(ctx, g, a, w);
+  if (result.dead.live_rows.empty() || result.dead.live_cols.empty()) {
+    SURGEON_THROW(numerical_error, "factorize: the layer is entirely dead ({} live rows, {} live columns)",
+                  result.dead.live_rows.size(), result.dead.live_cols.size());
+  }
+  device_layer_indices& indices = result.indices;
+  indices.live_rows = detail::upload_indices(ctx, result.dead.live_rows);
+  indices.live_cols = detail::upload_indices(ctx, result.dead.live_cols);
+  indices.row_position = detail::upload_indices(ctx, detail::positions_of(result.dead.live_rows, g.rows()));
+  indices.col_position = detail::upload_indices(ctx, detail::positions_of(result.dead.live_cols, a.rows()));
+  const auto r = static_cast<index_t>(result.dead.live_rows.size());
+  const auto c = static_cast<index_t>(result.dead.live_cols.size());
+  device_buffer<double> g_live(ctx, r * r);
+  device_buffer<double> a_live(ctx, c * c);
+  detail::launch_gather_square(g.data(), g.ld(), indices.live_rows.data(), r, g_live.data(), ctx.stream());
+  detail::launch_gather_square(a.data(), a.ld(), indices.live_cols.data(), c, a_live.data(), ctx.stream());
+  result.g = damp_and_invert(ctx, g_live.view(r, r), d.g, d);
+  result.a = damp_and_invert(ctx, a_live.view(c, c), d.a, d);
+  return result;
 }
 
 }  // namespace surgeon::cuda

@@ -1,0 +1,216 @@
+/// @file cuda/prune.hpp
+/// @brief The multi-shot pruning driver on the CUDA backend: `cuda::prune_backend`,
+/// `cuda::pruning_session<Adapter>` and `cuda::prune`. The same adapter, options and schedule as
+/// the CPU driver (surgeon/prune.hpp; the schedule is detail/prune_driver.hpp).
+///
+/// The adapter keeps its weights in host memory, as on the CPU. Calibration batches go to device
+/// accumulators (host-staged, double); each matrix's weights are uploaded for its costs and again
+/// for its update, and the updated weights are copied back into the adapter's buffers. Curvature,
+/// costs, the global threshold (CUB), the updates and SparseGPT run on the device.
+///
+/// nvcc translation units only; no Eigen. Defined only when `SURGEON_HAS_CUDA` is defined.
+#pragma once
+
+#include <surgeon/config.hpp>
+
+#if defined(SURGEON_HAS_CUDA)
+
+#include <surgeon/cuda/buffer.hpp>
+#include <surgeon/cuda/context.hpp>
+#include <surgeon/cuda/cost.hpp>
+#include <surgeon/cuda/curvature.hpp>
+#include <surgeon/cuda/kfac.hpp>
+#include <surgeon/cuda/select.hpp>
+#include <surgeon/cuda/sparsegpt.hpp>
+#include <surgeon/cuda/update.hpp>
+#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/error.hpp>
+#include <surgeon/mask.hpp>
+#include <surgeon/select.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace surgeon::cuda {
+
+/// @brief The CUDA backend of the pruning driver, on one context (which must outlive it).
+class prune_backend {
+ public:
+  /// @brief Device accumulators (double) of one calibration pass, fed from host batches.
+  class store : public surgeon::detail::factor_sink {
+   public:
+    explicit store(context& ctx) : ctx_(&ctx) {}
+    bool contains(const std::string& key) const override { return factors_.count(key) != 0; }
+    void add(const std::string& key, host_matrix_view<const float> x) override {
+      factors_.at(key).add(*ctx_, x);
+    }
+
+   private:
+    friend class prune_backend;
+    context* ctx_;
+    std::map<std::string, device_factor_accumulator<double>> factors_;
+  };
+
+  /// @brief One matrix's element costs on the device, packed `[rows, cols]`.
+  struct costs {
+    device_buffer<double> values;
+    index_t rows = 0;
+    index_t cols = 0;
+    device_matrix_view<const double> view() const { return values.view(rows, cols); }
+  };
+  using curvature = kronecker_curvature;
+
+  explicit prune_backend(context& ctx) : ctx_(&ctx) {}
+
+  std::unique_ptr<store> make_store() const { return std::make_unique<store>(*ctx_); }
+  void define(store& s, const std::string& key, index_t dim) const {
+    if (s.factors_.count(key) == 0) s.factors_.emplace(key, device_factor_accumulator<double>(*ctx_, dim));
+  }
+  bool empty(const store& s, const std::string& key) const { return s.factors_.at(key).empty(); }
+  /// The diagonal of the accumulated (unnormalised) state, on the host: only its zeros matter.
+  std::vector<double> diagonal(const store& s, const std::string& key) const {
+    const device_factor_accumulator<double>& f = s.factors_.at(key);
+    device_buffer<double> d(*ctx_, f.size());
+    detail::launch_diagonal(f.lower_data(), f.size(), f.size(), d.data(), ctx_->stream());
+    return d.to_host();
+  }
+
+  /// The layer's curvature from the device means of `g_key` and `a_key` (an empty key: identity).
+  curvature factorize(const store& s, const std::string& g_key, const std::string& a_key,
+                      host_matrix_view<const float> w, const damping& d) {
+    const device_buffer<double> g = g_key.empty() ? identity(w.rows()) : s.factors_.at(g_key).mean(*ctx_);
+    const device_buffer<double> a = a_key.empty() ? identity(w.cols()) : s.factors_.at(a_key).mean(*ctx_);
+    const device_buffer<float> weights = upload(w);
+    return cuda::factorize<float>(*ctx_, g.view(w.rows(), w.rows()), a.view(w.cols(), w.cols()), d,
+                                  weights.view(w.rows(), w.cols()));
+  }
+
+  costs element_costs(method how, const curvature& c, host_matrix_view<const float> w) {
+    const device_buffer<float> weights = upload(w);
+    costs result{cuda::element_costs<float>(*ctx_, how, c, weights.view(w.rows(), w.cols())), w.rows(),
+                 w.cols()};
+    return result;
+  }
+  costs zero_costs(index_t rows, index_t cols) const {
+    costs result{device_buffer<double>(*ctx_, rows * cols), rows, cols};
+    result.values.fill_zero();
+    return result;
+  }
+  std::vector<double> row_costs(method how, const curvature& c, host_matrix_view<const float> w) {
+    const device_buffer<float> weights = upload(w);
+    return cuda::row_costs<float>(*ctx_, how, c, weights.view(w.rows(), w.cols()));
+  }
+  std::vector<double> column_costs(method how, const curvature& c, host_matrix_view<const float> w) {
+    const device_buffer<float> weights = upload(w);
+    return cuda::column_costs<float>(*ctx_, how, c, weights.view(w.rows(), w.cols()));
+  }
+
+  selection select_unstructured(const std::vector<costs>& c, double sparsity) const {
+    return cuda::select_unstructured(*ctx_, views(c), sparsity);
+  }
+  selection select_per_row(const std::vector<costs>& c, double sparsity) const {
+    return cuda::select_per_row(*ctx_, views(c), sparsity);
+  }
+  selection select_nm(const std::vector<costs>& c, nm_pattern p, double sparsity) const {
+    return cuda::select_nm(*ctx_, views(c), p, sparsity);
+  }
+
+  void update_rows_columns(const curvature& c, host_matrix_view<float> w, const std::vector<index_t>& rows,
+                           const std::vector<index_t>& cols) {
+    device_buffer<float> weights = upload(w);
+    cuda::update_rows_columns(*ctx_, c, weights.view(w.rows(), w.cols()), rows, cols);
+    download(weights, w);
+  }
+  void obs_update(const curvature& c, host_matrix_view<float> w, const mask& pruned, correlate budget) {
+    device_buffer<float> weights = upload(w);
+    cuda::obs_update(*ctx_, c, weights.view(w.rows(), w.cols()), pruned, budget);
+    download(weights, w);
+  }
+  void obs_update_full(const curvature& c, host_matrix_view<float> w, const mask& pruned,
+                       pcg_options options) {
+    device_buffer<float> weights = upload(w);
+    cuda::obs_update_full(*ctx_, c, weights.view(w.rows(), w.cols()), pruned, options);
+    download(weights, w);
+  }
+
+  /// SparseGPT on H = the device mean of `a_key` (uniform per layer; N:M when asked).
+  void sparsegpt(const store& s, const std::string& a_key, host_matrix_view<float> w, const prune_options& o,
+                 double target_sparsity) {
+    const device_buffer<double> h = s.factors_.at(a_key).mean(*ctx_);
+    device_buffer<float> weights = upload(w);
+    const sparsegpt_options options{128, o.damp.a};
+    const device_matrix_view<const double> hv = h.view(w.cols(), w.cols());
+    if (o.what == structure::n_m) {
+      cuda::sparsegpt_prune(*ctx_, hv, weights.view(w.rows(), w.cols()), o.pattern, options);
+    } else {
+      cuda::sparsegpt_prune(*ctx_, hv, weights.view(w.rows(), w.cols()), target_sparsity, options);
+    }
+    download(weights, w);
+  }
+
+ private:
+  static std::vector<device_matrix_view<const double>> views(const std::vector<costs>& c) {
+    std::vector<device_matrix_view<const double>> result;
+    result.reserve(c.size());
+    for (const costs& m : c) result.push_back(m.view());
+    return result;
+  }
+
+  device_buffer<double> identity(index_t n) const {
+    std::vector<double> values(static_cast<std::size_t>(n * n), 0.0);
+    for (index_t i = 0; i < n; ++i) values[static_cast<std::size_t>(i * n + i)] = 1.0;
+    return device_buffer<double>(*ctx_, values);
+  }
+
+  /// The host weights packed into a new device buffer (waits for the copy).
+  device_buffer<float> upload(host_matrix_view<const float> w) const {
+    device_buffer<float> buffer(*ctx_, w.rows() * w.cols());
+    if (w.size() > 0) {
+      SURGEON_CUDA_CHECK(cudaMemcpy2DAsync(buffer.data(), static_cast<std::size_t>(w.cols()) * sizeof(float),
+                                           w.data(), static_cast<std::size_t>(w.ld()) * sizeof(float),
+                                           static_cast<std::size_t>(w.cols()) * sizeof(float),
+                                           static_cast<std::size_t>(w.rows()), cudaMemcpyHostToDevice,
+                                           ctx_->stream()));
+    }
+    ctx_->synchronize();
+    return buffer;
+  }
+
+  /// Copies the packed device weights back into the host view (waits).
+  void download(const device_buffer<float>& buffer, host_matrix_view<float> w) const {
+    if (w.size() > 0) {
+      SURGEON_CUDA_CHECK(cudaMemcpy2DAsync(w.data(), static_cast<std::size_t>(w.ld()) * sizeof(float),
+                                           buffer.data(), static_cast<std::size_t>(w.cols()) * sizeof(float),
+                                           static_cast<std::size_t>(w.cols()) * sizeof(float),
+                                           static_cast<std::size_t>(w.rows()), cudaMemcpyDeviceToHost,
+                                           ctx_->stream()));
+    }
+    ctx_->synchronize();
+  }
+
+  context* ctx_;
+};
+
+/// @brief The multi-shot driver on the CUDA backend (see `basic_pruning_session`); construct it
+/// with `cuda::prune_backend(ctx)` as the third argument.
+template <typename Adapter>
+using pruning_session = basic_pruning_session<Adapter, prune_backend>;
+
+/// @brief Prunes the adapter's model with the multi-shot schedule of `options` on `ctx`'s device.
+/// Same results as `surgeon::prune` up to floating-point rounding (and the ties that rounding can
+/// flip). Cost per shot: one calibration pass per group; curvature, costs, selection and updates
+/// on the device, two uploads and one download of each matrix's weights.
+/// @throws as `basic_pruning_session`; cuda_error on any CUDA failure.
+template <typename Adapter>
+std::vector<shot_report> prune(context& ctx, Adapter& adapter, const prune_options& options,
+                               const std::function<void(const shot_report&)>& on_shot = {}) {
+  pruning_session<Adapter> session(adapter, options, prune_backend(ctx));
+  return session.run(on_shot);
+}
+
+}  // namespace surgeon::cuda
+
+#endif  // SURGEON_HAS_CUDA

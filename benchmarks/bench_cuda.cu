@@ -1,7 +1,7 @@
 // CUDA timings of the K-FAC primitives on LLM shapes, printed beside cuBLAS's GEMM of the same
 // data so that the results read as ratios.
 //
-//   bench_cuda [--no-large-eigen]
+//   bench_cuda [--no-large-eigen] [--no-layer] [--layer-rows N]
 //
 // - Factor accumulation, 8192 tokens, C = 4096 and 11008: `device_factor_accumulator<float>::add`
 //   (NaN check + SSYRK), the raw cublasSsyrk, and cublasSgemm of XᵀX (2·T·C² flops); float input
@@ -10,6 +10,12 @@
 // - Eigendecomposition (cusolverDn?syevd, vectors) of 4096² and 11008² in float and double, time
 //   only (`--no-large-eigen` skips 11008²).
 //
+// - One LLM Surgeon unstructured 50 % shot on a 4096 x 11008 layer (Llama-7B's down projection:
+//   G 4096², A 11008²) from 8192 calibration tokens: factor means, factorisation (dead structure,
+//   damping, Cholesky inverses), costs, the CUB global threshold, then the chunked sparse-row update
+//   (budget 2000: every row is its own chunk of ~5504 entries) and, on a fresh copy, the whole-mask
+//   PCG update (tolerance 1e-3). `--layer-rows N` shrinks the layer to N rows (quick runs).
+//
 // TFLOP/s are compared with H200 SXM peaks, stated as assumptions: FP32 67 TFLOP/s (SIMT; cuBLAS's
 // default math mode uses no TF32), FP64 67 TFLOP/s on the tensor cores (DMMA, which cuBLAS's FP64
 // level-3 routines use on Hopper) and 34 TFLOP/s without them. SYRK work is counted as T·C·(C+1)
@@ -17,17 +23,23 @@
 #include <surgeon/cuda/buffer.hpp>
 #include <surgeon/cuda/check.hpp>
 #include <surgeon/cuda/context.hpp>
+#include <surgeon/cuda/cost.hpp>
 #include <surgeon/cuda/curvature.hpp>
 #include <surgeon/cuda/kfac.hpp>
+#include <surgeon/cuda/select.hpp>
+#include <surgeon/cuda/update.hpp>
 #include <surgeon/error.hpp>
+#include <surgeon/mask.hpp>
 #include <surgeon/view.hpp>
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -203,15 +215,98 @@ void bench_eigens(context& ctx, index_t c) {
   bench_eigen<double>(ctx, spd, c, "double");
 }
 
+/// One LLM Surgeon shot on a [rows, cols] layer (see the file comment).
+void bench_llm_surgeon_layer(context& ctx, index_t rows, index_t cols, index_t tokens) {
+  cudaStream_t stream = ctx.stream();
+  std::printf("LLM Surgeon unstructured 50%% shot, layer %lld x %lld, %lld tokens\n",
+              static_cast<long long>(rows), static_cast<long long>(cols), static_cast<long long>(tokens));
+  device_buffer<float> x(ctx, tokens * cols);
+  device_buffer<float> dy(ctx, tokens * rows);
+  device_buffer<float> w(ctx, rows * cols);
+  fill_kernel<<<blocks_for(x.size()), 256, 0, stream>>>(x.data(), x.size(), 1);
+  SURGEON_CUDA_CHECK_LAUNCH();
+  fill_kernel<<<blocks_for(dy.size()), 256, 0, stream>>>(dy.data(), dy.size(), 2);
+  SURGEON_CUDA_CHECK_LAUNCH();
+  fill_kernel<<<blocks_for(w.size()), 256, 0, stream>>>(w.data(), w.size(), 3);
+  SURGEON_CUDA_CHECK_LAUNCH();
+  std::vector<float> w_host(static_cast<std::size_t>(w.size()));
+  w.copy_to_host_sync(w_host.data(), w.size());
+
+  surgeon::cuda::device_factor_accumulator<double> acc_a(ctx, cols);
+  surgeon::cuda::device_factor_accumulator<double> acc_g(ctx, rows);
+  const double accumulate_s = time_once_s([&] {
+    acc_a.add(ctx, x.view(tokens, cols));
+    acc_g.add(ctx, dy.view(tokens, rows));
+    ctx.synchronize();
+  });
+  surgeon::cuda::kronecker_curvature curvature;
+  const double factorize_s = time_once_s([&] {
+    const device_buffer<double> g = acc_g.mean(ctx);
+    const device_buffer<double> a = acc_a.mean(ctx);
+    curvature = surgeon::cuda::factorize<float>(ctx, g.view(rows, rows), a.view(cols, cols),
+                                                surgeon::damping{0.1, 0.01}, w.view(rows, cols));
+    ctx.synchronize();
+  });
+  device_buffer<double> costs;
+  const double costs_s = time_once_s([&] {
+    costs =
+        surgeon::cuda::element_costs<float>(ctx, surgeon::method::llm_surgeon, curvature, w.view(rows, cols));
+    ctx.synchronize();
+  });
+  surgeon::selection chosen;
+  const double select_s =
+      time_once_s([&] { chosen = surgeon::cuda::select_unstructured(ctx, {costs.view(rows, cols)}, 0.5); });
+  surgeon::update_report chunked;
+  const double chunked_s = time_once_s([&] {
+    chunked = surgeon::cuda::obs_update(ctx, curvature, w.view(rows, cols), chosen.masks[0],
+                                        surgeon::correlate{2000});
+  });
+  w.copy_from_host_sync(w_host.data(), w.size());
+  surgeon::update_report whole;
+  const double whole_s = time_once_s([&] {
+    whole = surgeon::cuda::obs_update_full(ctx, curvature, w.view(rows, cols), chosen.masks[0],
+                                           surgeon::pcg_options{1e-3, 100});
+  });
+  // Flops: Cholesky inverse n³ per factor; per chunk n³/3 (potrf) + 2m·C² + 2R·m·C (update);
+  // PCG 4R·C(R + C) per iteration.
+  const double r = static_cast<double>(rows);
+  const double c = static_cast<double>(cols);
+  const double per_row =
+      static_cast<double>(chunked.solved) / static_cast<double>(std::max<index_t>(chunked.chunks, 1));
+  const double chunk_flops =
+      static_cast<double>(chunked.chunks) * (per_row * per_row * per_row / 3.0 + 2.0 * c * c + 2.0 * r * c);
+  const double pcg_flops = (static_cast<double>(whole.iterations) + 0.5) * 4.0 * r * c * (r + c);
+  std::printf("  accumulate G and A (double)   %8.3f s\n", accumulate_s);
+  std::printf("  factorize (G %lld², A %lld²)  %8.3f s  %6.2f TFLOP/s\n", static_cast<long long>(rows),
+              static_cast<long long>(cols), factorize_s, (r * r * r + c * c * c) / factorize_s / 1e12);
+  std::printf("  element costs                 %8.3f s\n", costs_s);
+  std::printf("  global threshold (CUB)        %8.3f s  removed %lld of %lld\n", select_s,
+              static_cast<long long>(chosen.removed), static_cast<long long>(rows * cols));
+  std::printf(
+      "  chunked update (budget 2000)  %8.3f s  %lld chunks, %lld entries, residual %.1e, %6.2f TFLOP/s\n",
+      chunked_s, static_cast<long long>(chunked.chunks), static_cast<long long>(chunked.solved),
+      chunked.relative_residual, chunk_flops / chunked_s / 1e12);
+  std::printf("  whole-mask PCG (tol 1e-3)     %8.3f s  %d iterations, residual %.1e, %6.2f TFLOP/s\n",
+              whole_s, whole.iterations, whole.relative_residual, pcg_flops / whole_s / 1e12);
+  std::printf("  shot total (chunked update)   %8.3f s\n",
+              accumulate_s + factorize_s + costs_s + select_s + chunked_s);
+}
+
 }  // namespace
 
 int main(int argc, char* argv[]) {
   bool large_eigen = true;
+  bool layer = true;
+  long long layer_rows = 4096;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--no-large-eigen") == 0) {
       large_eigen = false;
+    } else if (std::strcmp(argv[i], "--no-layer") == 0) {
+      layer = false;
+    } else if (std::strcmp(argv[i], "--layer-rows") == 0 && i + 1 < argc) {
+      layer_rows = std::atoll(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--no-large-eigen]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--no-large-eigen] [--no-layer] [--layer-rows N]\n", argv[0]);
       return 2;
     }
   }
@@ -241,6 +336,7 @@ int main(int argc, char* argv[]) {
     }
     bench_eigens(ctx, 4096);
     if (large_eigen) bench_eigens(ctx, 11008);
+    if (layer) bench_llm_surgeon_layer(ctx, static_cast<index_t>(layer_rows), 11008, 8192);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_cuda: %s\n", e.what());
     return 1;

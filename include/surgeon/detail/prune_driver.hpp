@@ -117,7 +117,10 @@ struct prune_options {
   pcg_options pcg{1e-3, 100};
   /// Matrices whose factors are alive at once: 0 = all. With k > 0 the driver runs one
   /// calibration pass per group of k matrices (in adapter order) and frees each group's factors
-  /// and inverses before the next, bounding memory at the cost of more passes.
+  /// and inverses before the next, bounding memory at the cost of more passes. The costs of every
+  /// group are computed before any weight changes, but the update pass of a group runs after the
+  /// earlier groups were updated, so on a real model its curvature is measured on the partly
+  /// pruned model (closer to layer-sequential pruning) and results differ slightly from k = 0.
   int group_size = 0;
 };
 

@@ -255,8 +255,9 @@ TEST_CASE("host-staged batches match the CPU accumulator", "[cuda][kfac]") {
   context ctx;
   const index_t dim = 29;
   // Growing, shrinking and growing again: the staging buffers are reallocated while the other slot
-  // may still be in use.
-  const std::vector<index_t> rows = {10, 64, 3, 200, 1, 500, 7};
+  // may still be in use. The last four batches fit both slots, so no reallocation (which waits for
+  // the context's stream) separates a slot's reuse from the update of its previous batch.
+  const std::vector<index_t> rows = {10, 64, 3, 200, 1, 500, 7, 400, 8, 450, 2};
 
   SECTION("float input into a double accumulator, with bias") {
     reference_options opts;

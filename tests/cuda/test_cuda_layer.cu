@@ -171,10 +171,14 @@ void check_layer(index_t rows, index_t cols, std::uint64_t seed) {
     const index_t c = curvature.a.order();
     std::vector<double> g_inverse(static_cast<std::size_t>(r * r));
     std::vector<double> a_inverse(static_cast<std::size_t>(c * c));
-    SURGEON_CUDA_CHECK(cudaMemcpy(g_inverse.data(), curvature.g.inverse().data(),
-                                  g_inverse.size() * sizeof(double), cudaMemcpyDeviceToHost));
-    SURGEON_CUDA_CHECK(cudaMemcpy(a_inverse.data(), curvature.a.inverse().data(),
-                                  a_inverse.size() * sizeof(double), cudaMemcpyDeviceToHost));
+    // On the context's (non-blocking) stream: a plain cudaMemcpy would not wait for the inverses.
+    SURGEON_CUDA_CHECK(cudaMemcpyAsync(g_inverse.data(), curvature.g.inverse().data(),
+                                       g_inverse.size() * sizeof(double), cudaMemcpyDeviceToHost,
+                                       ctx.stream()));
+    SURGEON_CUDA_CHECK(cudaMemcpyAsync(a_inverse.data(), curvature.a.inverse().data(),
+                                       a_inverse.size() * sizeof(double), cudaMemcpyDeviceToHost,
+                                       ctx.stream()));
+    ctx.synchronize();
     CHECK(relative_difference(g_inverse, expected.g_inverse) < 1e-10);
     CHECK(relative_difference(a_inverse, expected.a_inverse) < 1e-10);
   }
@@ -278,7 +282,9 @@ void check_layer(index_t rows, index_t cols, std::uint64_t seed) {
                                                    surgeon::pcg_options{0.0, 10}),
                     surgeon::logic_error);
     const T nan = std::numeric_limits<T>::quiet_NaN();
-    SURGEON_CUDA_CHECK(cudaMemcpy(dev.w.data() + 4, &nan, sizeof(T), cudaMemcpyHostToDevice));
+    SURGEON_CUDA_CHECK(
+        cudaMemcpyAsync(dev.w.data() + 4, &nan, sizeof(T), cudaMemcpyHostToDevice, ctx.stream()));
+    ctx.synchronize();
     CHECK_THROWS_AS(surgeon::cuda::element_costs<T>(ctx, method::magnitude, curvature, dev.const_weights()),
                     surgeon::logic_error);
     CHECK_THROWS_AS(surgeon::cuda::update_rows(ctx, curvature, dev.weights(), {0}), surgeon::logic_error);

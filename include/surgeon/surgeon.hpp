@@ -16,8 +16,8 @@
 #include <surgeon/kfac.hpp>
 #include <surgeon/mask.hpp>
 #include <surgeon/select.hpp>
-#include <surgeon/update.hpp>
 #include <surgeon/types.hpp>
+#include <surgeon/update.hpp>
 #include <surgeon/version.hpp>
 #include <surgeon/view.hpp>
 

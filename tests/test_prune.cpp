@@ -1,8 +1,10 @@
 // The multi-shot driver on a synthetic adapter: schedule, achieved sparsity, exact zeros, every
-// method and structure, determinism, grouping, and bad options.
+// method and structure, determinism, grouping, bad options, and the type-erased adapter.
+#include <surgeon/adapter.hpp>
 #include <surgeon/prune.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -259,4 +261,82 @@ TEST_CASE("LLM Surgeon without the update only masks: kept weights are untouched
     changed_by_update += masked.w_a[k] != updated.w_a[k] ? 1 : 0;
   }
   CHECK(changed_by_update > 0);
+}
+
+namespace {
+// toy_adapter with a quality measure: the sum of squared weights (any value the driver must
+// forward unchanged).
+struct evaluated_toy_adapter : toy_adapter {
+  int evaluations = 0;
+  double evaluate() {
+    ++evaluations;
+    double sum = 0.0;
+    for (const auto* w : {&w_a, &w_b, &w_c}) {
+      for (const float v : *w) sum += static_cast<double>(v) * v;
+    }
+    return sum;
+  }
+};
+}  // namespace
+
+TEST_CASE("any_adapter: the erased adapter prunes exactly as the adapter itself", "[prune][adapter]") {
+  for (const auto how : {surgeon::method::llm_surgeon, surgeon::method::sparsegpt, surgeon::method::wanda}) {
+    evaluated_toy_adapter direct;
+    evaluated_toy_adapter wrapped;
+    surgeon::any_adapter erased(wrapped);
+    CHECK(erased.has_evaluate());
+    surgeon::prune_options options;
+    options.how = how;
+    options.shots = 2;
+    const auto expected = surgeon::prune(direct, options);
+    const auto got = surgeon::prune(erased, options);
+    CHECK(wrapped.w_a == direct.w_a);
+    CHECK(wrapped.w_b == direct.w_b);
+    CHECK(wrapped.w_c == direct.w_c);
+    CHECK(wrapped.calibrations == direct.calibrations);
+    CHECK(wrapped.evaluations == 2);
+    REQUIRE(got.size() == expected.size());
+    for (std::size_t t = 0; t < got.size(); ++t) {
+      CHECK(got[t].removed == expected[t].removed);
+      CHECK(got[t].achieved_sparsity == expected[t].achieved_sparsity);
+      REQUIRE(got[t].evaluation.has_value());
+      CHECK(*got[t].evaluation == *expected[t].evaluation);
+    }
+  }
+}
+
+TEST_CASE("any_adapter: callables, no evaluation, and empty functions", "[prune][adapter]") {
+  toy_adapter model;  // no evaluate(): the reports carry none
+  surgeon::any_adapter erased(model);
+  CHECK_FALSE(erased.has_evaluate());
+  CHECK_FALSE(erased.evaluate().has_value());
+  surgeon::prune_options options;
+  options.shots = 1;
+  const auto reports = surgeon::prune(erased, options);
+  CHECK_FALSE(reports.back().evaluation.has_value());
+  CHECK(model.zeros() == total / 2);
+
+  toy_adapter other;
+  int evaluations = 0;
+  surgeon::any_adapter from_functions(
+      [&]() { return other.matrices(); },
+      [&](surgeon::calibration_sink& sink, int shot) { other.calibrate(sink, shot); },
+      [&]() -> std::optional<double> {
+        ++evaluations;
+        return std::nullopt;
+      });
+  const auto second = surgeon::prune(from_functions, options);
+  CHECK(other.w_a == model.w_a);
+  CHECK(evaluations == 1);
+  CHECK_FALSE(second.back().evaluation.has_value());
+  // A copy calls the same adapter.
+  surgeon::any_adapter copy = erased;
+  CHECK(copy.matrices().front().weight.data() == model.w_a.data());
+
+  CHECK_THROWS_AS(
+      surgeon::any_adapter(surgeon::any_adapter::matrices_function{}, [](surgeon::calibration_sink&, int) {}),
+      surgeon::logic_error);
+  CHECK_THROWS_AS(
+      surgeon::any_adapter([&]() { return other.matrices(); }, surgeon::any_adapter::calibrate_function{}),
+      surgeon::logic_error);
 }

@@ -2,13 +2,14 @@
 /// @brief Umbrella header: the backend-neutral API plus every backend this build has.
 ///
 /// - always: errors, views, masks, K-FAC accumulators, damping and dead structure, global
-///   selection, safetensors I/O;
+///   selection, safetensors I/O, the pruning driver's options and `any_adapter`;
 /// - with `SURGEON_HAS_EIGEN` (target `surgeon::eigen`): the CPU backend `surgeon::cpu` (curvature,
 ///   costs, OBS updates, SparseGPT);
 /// - `surgeon::cuda::context` always exists and throws `backend_unavailable` when the CUDA
 ///   backend is not compiled in or no device is visible.
 #pragma once
 
+#include <surgeon/adapter.hpp>
 #include <surgeon/config.hpp>
 #include <surgeon/curvature.hpp>
 #include <surgeon/error.hpp>

@@ -14,10 +14,14 @@
 ///   // One calibration pass: feed every prunable matrix's inputs (once per input key) and output
 ///   // gradients to the sink. `shot` lets the adapter vary or fix its sampling.
 ///   void calibrate(surgeon::calibration_sink& sink, int shot);
-///   // Optional: a quality measure after each shot (e.g. perplexity); lower is better.
+///   // Optional: a quality measure after each shot (e.g. perplexity); lower is better. May
+///   // return std::optional<double> instead (nothing: no evaluation in that shot's report).
 ///   double evaluate();
 /// };
 /// ```
+///
+/// `surgeon::any_adapter` (surgeon/adapter.hpp) erases an adapter's type, so that the model code
+/// and the driver (e.g. the CUDA one, in an nvcc translation unit) can be compiled apart.
 ///
 /// Each shot t of T recomputes the K-FAC factors from the current weights, computes every
 /// matrix's costs, takes one global threshold for the target sparsity t·s/T, and applies the

@@ -1,0 +1,80 @@
+/// @file adapter.hpp
+/// @brief `surgeon::any_adapter`: a type-erased model adapter for the pruning driver, so that the
+/// model (and its runtime, often Eigen-based) and the driver can live in different translation
+/// units — in particular the CUDA driver in an nvcc translation unit, which must not include Eigen,
+/// and the model in a host-compiled one.
+///
+/// ```cpp
+/// // prune_cuda.cu (nvcc): no model code, no Eigen.
+/// std::vector<surgeon::shot_report> prune_on_gpu(surgeon::any_adapter& model,
+///                                                const surgeon::prune_options& options) {
+///   surgeon::cuda::context ctx;
+///   return surgeon::cuda::prune(ctx, model, options);
+/// }
+/// // main.cpp (g++): the model and its adapter.
+/// my_adapter adapter(...);
+/// surgeon::any_adapter erased(adapter);  // references `adapter`
+/// prune_on_gpu(erased, options);
+/// ```
+///
+/// Eigen-free and CUDA-free; usable by both backends' drivers.
+#pragma once
+
+#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/error.hpp>
+
+#include <functional>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace surgeon {
+
+/// @brief A pruning-driver adapter (see detail/prune_driver.hpp) behind `std::function`s: a
+/// concrete adapter referenced by the templated constructor, or three callables. Copyable; a copy
+/// calls the same adapter. Each call costs one indirect call over the wrapped adapter's.
+class any_adapter {
+ public:
+  using matrices_function = std::function<std::vector<prunable_matrix>()>;
+  using calibrate_function = std::function<void(calibration_sink&, int)>;
+  /// Returns a quality measure after a shot (lower is better), or nothing.
+  using evaluate_function = std::function<std::optional<double>()>;
+
+  /// @brief Erases `adapter`, which is referenced (it must outlive every call). Its `evaluate()`,
+  /// when it has one, is forwarded; without one, `evaluate()` returns nothing.
+  template <typename Adapter,
+            typename = std::enable_if_t<!std::is_same_v<std::decay_t<Adapter>, any_adapter>>>
+  explicit any_adapter(Adapter& adapter)
+      : matrices_([&adapter]() { return adapter.matrices(); }),
+        calibrate_([&adapter](calibration_sink& sink, int shot) { adapter.calibrate(sink, shot); }) {
+    if constexpr (detail::has_evaluate<Adapter>::value) {
+      evaluate_ = [&adapter]() -> std::optional<double> { return adapter.evaluate(); };
+    }
+  }
+
+  /// @brief An adapter from callables (`evaluate` may be empty: no evaluation).
+  /// @throws logic_error if `matrices` or `calibrate` is empty.
+  any_adapter(matrices_function matrices, calibrate_function calibrate, evaluate_function evaluate = {})
+      : matrices_(std::move(matrices)), calibrate_(std::move(calibrate)), evaluate_(std::move(evaluate)) {
+    SURGEON_EXPECTS(static_cast<bool>(matrices_), "any_adapter: the matrices function is empty");
+    SURGEON_EXPECTS(static_cast<bool>(calibrate_), "any_adapter: the calibrate function is empty");
+  }
+
+  /// @brief The wrapped adapter's prunable matrices.
+  std::vector<prunable_matrix> matrices() { return matrices_(); }
+  /// @brief The wrapped adapter's calibration pass for shot `shot`.
+  void calibrate(calibration_sink& sink, int shot) { calibrate_(sink, shot); }
+  /// @brief The wrapped adapter's evaluation, or nothing when it has none (the shot reports then
+  /// carry no evaluation).
+  std::optional<double> evaluate() { return evaluate_ ? evaluate_() : std::nullopt; }
+  /// @brief Whether `evaluate()` can return a value.
+  bool has_evaluate() const noexcept { return static_cast<bool>(evaluate_); }
+
+ private:
+  matrices_function matrices_;
+  calibrate_function calibrate_;
+  evaluate_function evaluate_;
+};
+
+}  // namespace surgeon

@@ -6,6 +6,11 @@
 //                 [--seqlen L] [--seed S] [--damp-g X] [--damp-a X] [--max-correlate K]
 //                 [--eval-windows K] [--whole-mask] [--no-update] [--group-size K] [--out-type f32|f16]
 //                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
+//                 [--device cpu|cuda|cuda:N]
+//
+// With --device cuda the pruning (curvature, costs, selection, updates) runs on the CUDA backend;
+// the model's forward/backward passes (calibration) and the perplexity stay on the CPU runtime.
+// The CUDA part is cuda_prune.cu, built when CMake finds the CUDA toolkit.
 //
 // Exit status: 0 done, 1 a surgeon::error (message on stderr), 2 bad flags or an output path that
 // would overwrite the input.
@@ -16,6 +21,7 @@
 #endif
 #include <fmt/format.h>
 
+#include <surgeon/adapter.hpp>
 #include <surgeon/detail/json.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/io/gguf.hpp>
@@ -39,6 +45,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#if defined(SURGEON_PRUNE_WITH_CUDA)
+#include "llama/cuda_prune.hpp"
+#endif
 #include "llama/llama2c_model.hpp"
 #include "llama/load.hpp"
 #include "llama/perplexity.hpp"
@@ -61,7 +70,8 @@ constexpr const char* usage_text =
     "         [--eval-windows K] (32)  [--whole-mask]  [--group-size K] (0 = all at once)\n"
     "         [--no-update]  (llm-surgeon: costs and mask only, no OBS update; an ablation)\n"
     "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
-    "         [--eval-every-shot]  [--reseed-per-shot]\n";
+    "         [--eval-every-shot]  [--reseed-per-shot]\n"
+    "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n";
 
 [[noreturn]] void usage(const std::string& problem) {
   fmt::print(stderr, "surgeon-prune: {}\n{}", problem, usage_text);
@@ -305,7 +315,18 @@ struct options {
   bool whole_mask = false, no_update = false, eval_every_shot = false, reseed_per_shot = false;
   surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f32;
   std::string out_type_name = "f32";
+  int cuda_device = -1;  ///< -1: the CPU backend
+  std::string device_name = "cpu";
 };
+
+/// "cpu" → -1, "cuda" → 0, "cuda:N" → N.
+int parse_device(const std::string& text) {
+  if (text == "cpu") return -1;
+  if (text == "cuda") return 0;
+  if (text.rfind("cuda:", 0) == 0)
+    return static_cast<int>(parse_integer("--device cuda:N", text.substr(5), 0));
+  usage("--device must be cpu, cuda or cuda:N, got '" + text + "'");
+}
 
 options parse_flags(int argc, char** argv) {
   options o;
@@ -367,7 +388,10 @@ options parse_flags(int argc, char** argv) {
       o.eval_windows = parse_integer(flag, value, 1);
     else if (flag == "--group-size")
       o.group_size = parse_integer(flag, value, 0);
-    else if (flag == "--out-type") {
+    else if (flag == "--device") {
+      o.cuda_device = parse_device(value);
+      o.device_name = value == "cuda" ? "cuda:0" : value;
+    } else if (flag == "--out-type") {
       if (value == "f32")
         o.out_type = surgeon::io::ggml_type::f32;
       else if (value == "f16")
@@ -384,6 +408,12 @@ options parse_flags(int argc, char** argv) {
     usage(fmt::format("--density must be in (0, 1], got {}", o.density));
   if (!(o.damp_g > 0.0) || !(o.damp_a > 0.0)) usage("--damp-g and --damp-a must be positive");
   if (o.shots > 10000) usage("--shots is too large");
+#if !defined(SURGEON_PRUNE_WITH_CUDA)
+  if (o.cuda_device >= 0)
+    usage("--device " + o.device_name +
+          ": this surgeon-prune was built without the CUDA backend (configure with the CUDA toolkit, "
+          "-DSURGEON_WITH_CUDA=ON)");
+#endif
   const bool gguf_in = fs::path(o.model_path).extension() == ".gguf";
   const bool gguf_out = fs::path(o.out_path).extension() == ".gguf";
   if (gguf_in != gguf_out)
@@ -420,6 +450,11 @@ int main(int argc, char** argv) {
   const options o = parse_flags(argc, argv);
   try {
     const auto start = std::chrono::steady_clock::now();
+#if defined(SURGEON_PRUNE_WITH_CUDA)
+    // Fail before the model is loaded and evaluated when the device is missing.
+    if (o.cuda_device >= 0)
+      fmt::print("device={} ({})\n", o.device_name, llama::cuda_device_description(o.cuda_device));
+#endif
     llama::loaded_model loaded = llama::load_model(o.model_path, o.tokenizer_path);
     llama::model& m = loaded.weights;
     const index_t seqlen = o.seqlen > 0 ? static_cast<index_t>(o.seqlen)
@@ -474,19 +509,28 @@ int main(int argc, char** argv) {
 
     llama::progress_bar bar("prune", po.shots);
     bar.update(0, fmt::format("{} {} density {}", surgeon::to_string(o.how), o.shape.name, o.density));
-    const std::vector<surgeon::shot_report> reports =
-        surgeon::prune(adapter, po, [&](const surgeon::shot_report& r) {
-          const std::string line = fmt::format(
-              "shot {}/{} target_sparsity={:.4f} achieved_sparsity={:.4f} seconds={:.2f} lambda_g={:.3g} "
-              "lambda_a={:.3g} escalations={}{}",
-              r.shot, po.shots, r.target_sparsity, r.achieved_sparsity, r.seconds, r.max_lambda_g,
-              r.max_lambda_a, r.escalations,
-              r.evaluation && std::isfinite(*r.evaluation) ? fmt::format(" ppl={:.6f}", *r.evaluation) : "");
-          if (tty)
-            bar.update(r.shot, fmt::format("sparsity {:.4f} ({:.1f} s)", r.achieved_sparsity, r.seconds));
-          else
-            fmt::print(stderr, "{}\n", line);
-        });
+    const auto on_shot = [&](const surgeon::shot_report& r) {
+      const std::string line = fmt::format(
+          "shot {}/{} target_sparsity={:.4f} achieved_sparsity={:.4f} seconds={:.2f} lambda_g={:.3g} "
+          "lambda_a={:.3g} escalations={}{}",
+          r.shot, po.shots, r.target_sparsity, r.achieved_sparsity, r.seconds, r.max_lambda_g, r.max_lambda_a,
+          r.escalations,
+          r.evaluation && std::isfinite(*r.evaluation) ? fmt::format(" ppl={:.6f}", *r.evaluation) : "");
+      if (tty)
+        bar.update(r.shot, fmt::format("sparsity {:.4f} ({:.1f} s)", r.achieved_sparsity, r.seconds));
+      else
+        fmt::print(stderr, "{}\n", line);
+    };
+    std::vector<surgeon::shot_report> reports;
+    if (o.cuda_device < 0) {
+      reports = surgeon::prune(adapter, po, on_shot);
+    } else {
+#if defined(SURGEON_PRUNE_WITH_CUDA)
+      // The pruning runs in cuda_prune.cu (nvcc, no Eigen); the adapter crosses as any_adapter.
+      surgeon::any_adapter erased(adapter);
+      reports = llama::prune_on_cuda(o.cuda_device, erased, po, on_shot);
+#endif
+    }
     const double ppl_pruned = adapter.last_perplexity().ppl;
     const counts c = count_parameters(m);
     const double achieved_density = 1.0 - static_cast<double>(c.zeros) / static_cast<double>(c.prunable);
@@ -529,6 +573,7 @@ int main(int argc, char** argv) {
           .boolean("whole_mask", o.whole_mask)
           .boolean("update", !o.no_update)
           .integer("group_size", o.group_size)
+          .string("device", o.device_name)
           .integer("eval_windows", dense.windows)
           .number("ppl_dense", dense.ppl)
           .number("ppl_pruned", ppl_pruned)
@@ -541,10 +586,10 @@ int main(int argc, char** argv) {
       write_file(o.report_path, j.str() + "\n");
     }
     fmt::print(
-        "method={} structure={} target_density={} shots={} nsamples={} seqlen={} seed={} seconds={:.2f} "
-        "peak_rss_mb={:.1f}\n",
-        surgeon::to_string(o.how), o.shape.name, o.density, o.shots, o.nsamples, seqlen, o.seed, seconds,
-        peak_rss_mb());
+        "method={} structure={} target_density={} shots={} nsamples={} seqlen={} seed={} device={} "
+        "seconds={:.2f} peak_rss_mb={:.1f}\n",
+        surgeon::to_string(o.how), o.shape.name, o.density, o.shots, o.nsamples, seqlen, o.seed,
+        o.device_name, seconds, peak_rss_mb());
     fmt::print(
         "\n| model  | method       | structure    | density | perplexity |\n"
         "|--------|--------------|--------------|---------|------------|\n"

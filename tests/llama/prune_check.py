@@ -8,6 +8,9 @@ Cases:
   density                            achieved density = target within one block / one row
   determinism                        two runs with one seed write byte-identical files
   refuse                             --out equal to the input is refused (exit 2); bad flags exit 2
+  cuda                               --device cuda against --device cpu, every method and structure
+                                     (needs a CUDA build; skipped (77) without a visible device,
+                                     after checking that --device cuda then fails with a message)
 
 Every run is also read back: the file's zeros are the report's pruned weights (laid out in N:M
 blocks or whole rows/columns as the structure says), and surgeon-ppl on the written file gives
@@ -114,10 +117,12 @@ def run_prune(args, name, extra, expect_rc=0):
            "--report", report] + COMMON + extra
     print("$ " + " ".join(cmd), flush=True)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if p.returncode != expect_rc:
+    if expect_rc is None and p.returncode != 0:
+        return p.stdout  # the caller inspects the failure
+    if expect_rc is not None and p.returncode != expect_rc:
         print(p.stdout)
         fail(f"{name}: exit {p.returncode}, expected {expect_rc}")
-    if expect_rc != 0:
+    if expect_rc not in (0, None):
         return p.stdout
     with open(report) as f:
         result = json.load(f)
@@ -180,6 +185,59 @@ def case_determinism(args):
           ("differs" if not filecmp.cmp(first, third, shallow=False) else "is identical (!)"))
 
 
+# (name, flags, relative perplexity tolerance): the CUDA backend against the CPU one. Without an
+# update the mask comes from the costs alone, so only ties that rounding flips can differ; updates
+# and later shots carry float rounding forward.
+CUDA_CASES = [
+    ("magnitude", ["--method", "magnitude", "--density", "0.5", "--shots", "1"], 0.0),
+    ("wanda", ["--method", "wanda", "--density", "0.5", "--shots", "1"], 1e-3),
+    ("kobd", ["--method", "kobd", "--density", "0.5", "--shots", "1"], 1e-3),
+    ("lobd_rows_cols", ["--method", "lobd", "--structure", "rows-cols", "--density", "0.8", "--shots", "1"], 1e-3),
+    ("sparsegpt", ["--method", "sparsegpt", "--density", "0.5", "--shots", "1"], 1e-2),
+    ("sparsegpt_2_4", ["--method", "sparsegpt", "--structure", "2:4", "--density", "0.5", "--shots", "1"], 1e-2),
+    ("surgeon", ["--method", "llm-surgeon", "--density", "0.5", "--shots", "2"], 1e-2),
+    ("surgeon_2_4", ["--method", "llm-surgeon", "--structure", "2:4", "--density", "0.5", "--shots", "1"], 1e-2),
+    ("surgeon_rows_cols", ["--method", "llm-surgeon", "--structure", "rows-cols", "--density", "0.8",
+                           "--shots", "2"], 1e-2),
+    ("surgeon_whole_mask", ["--method", "llm-surgeon", "--density", "0.6", "--shots", "1", "--whole-mask"], 1e-2),
+    ("surgeon_groups", ["--method", "llm-surgeon", "--density", "0.5", "--shots", "1", "--group-size", "7"], 1e-2),
+]
+
+QUICK_CUDA_CASES = {"magnitude", "kobd", "sparsegpt", "surgeon", "surgeon_rows_cols"}
+
+
+def case_cuda(args):
+    if not args.cuda_build:
+        print("skipped: surgeon-prune was built without the CUDA backend")
+        sys.exit(77)
+    probe = run_prune(args, "cuda_probe", ["--method", "magnitude", "--shots", "1", "--device", "cuda"],
+                      expect_rc=None)
+    if isinstance(probe, str):
+        if "no CUDA device" not in probe or "surgeon-prune:" not in probe or "ppl_dense" in probe:
+            print(probe)
+            fail("--device cuda without a device: expected an early 'no CUDA device' error")
+        print("skipped: no CUDA device is visible (--device cuda exits 1 with the message, before loading)")
+        sys.exit(77)
+    worst = 0.0
+    cases = [c for c in CUDA_CASES if not args.quick or c[0] in QUICK_CUDA_CASES]
+    for name, flags, tolerance in cases:
+        cpu_out, cpu = run_prune(args, "cpu_" + name, flags)
+        cuda_out, cuda = full_run(args, "cuda_" + name, flags + ["--device", "cuda"])
+        if cuda["device"] != "cuda:0" or cpu["device"] != "cpu":
+            fail(f"{name}: reports name devices {cpu['device']} and {cuda['device']}")
+        if cuda["pruned_weights"] != cpu["pruned_weights"]:
+            fail(f"{name}: CUDA pruned {cuda['pruned_weights']} weights, CPU {cpu['pruned_weights']}")
+        difference = abs(cuda["ppl_pruned"] - cpu["ppl_pruned"]) / cpu["ppl_pruned"]
+        worst = max(worst, difference)
+        print(f"  {name}: ppl cpu {cpu['ppl_pruned']:.6f} cuda {cuda['ppl_pruned']:.6f} "
+              f"(relative {difference:.2e}, tolerance {tolerance:g}; {cuda['seconds']:.2f} s vs {cpu['seconds']:.2f} s)")
+        if difference > tolerance:
+            fail(f"{name}: CUDA perplexity {cuda['ppl_pruned']} vs CPU {cpu['ppl_pruned']}")
+        if tolerance == 0.0 and not filecmp.cmp(cpu_out, cuda_out, shallow=False):
+            fail(f"{name}: CUDA and CPU wrote different files")
+    print(f"  {len(cases)} configurations agree (largest relative perplexity difference {worst:.2e})")
+
+
 def case_refuse(args):
     model = os.path.join(args.work, "model.bin")
     shutil.copyfile(args.model, model)
@@ -202,7 +260,8 @@ def case_refuse(args):
     ok = ["--model", args.model, "--out", os.path.join(args.work, "bad.bin")]
     bad_flags = [["--method", "optimal"], ["--structure", "3:2"], ["--structure", "diagonal"],
                  ["--density", "0"], ["--density", "1.5"], ["--density", "half"], ["--shots", "0"],
-                 ["--nsamples", "-1"], ["--out-type", "q8"], ["--frobnicate", "1"], ["--seqlen"]]
+                 ["--nsamples", "-1"], ["--out-type", "q8"], ["--frobnicate", "1"], ["--seqlen"],
+                 ["--device", "gpu"], ["--device", "cuda:x"], ["--device", "cuda:-1"]]
     for flags in bad_flags:
         p = subprocess.run(base + ok + flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if p.returncode != 2 or "usage:" not in p.stdout:
@@ -215,6 +274,12 @@ def case_refuse(args):
     if p.returncode != 2:
         fail(f"llama2.c model to a .gguf path: exit {p.returncode}")
     print(f"  {len(bad_flags) + 2} bad command lines exit 2 with usage")
+    if not args.cuda_build:
+        p = subprocess.run(base + ok + ["--device", "cuda"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+        if p.returncode != 2 or "built without the CUDA backend" not in p.stdout:
+            fail(f"--device cuda in a CPU-only build: exit {p.returncode}, output {p.stdout!r}")
+        print("  --device cuda in a CPU-only build exits 2 with the reason")
     # A library error (4:8 does not divide stories260K's 172-wide ffn_down; wanda has no row score).
     for flags in [["--structure", "4:8", "--density", "0.5"], ["--method", "wanda", "--structure", "rows-cols"]]:
         p = subprocess.run(base + ok + flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -230,6 +295,8 @@ def main():
     parser.add_argument("--ppl", required=True)
     parser.add_argument("--shared", required=True)
     parser.add_argument("--work", required=True)
+    parser.add_argument("--quick", action="store_true", help="case cuda: five configurations only")
+    parser.add_argument("--cuda-build", type=int, default=0, help="1: surgeon-prune has --device cuda")
     args = parser.parse_args()
     args.model = os.path.join(args.shared, "models", "stories260K", "stories260K.bin")
     args.tokenizer = os.path.join(args.shared, "models", "stories260K", "tok512.bin")
@@ -249,6 +316,8 @@ def main():
         case_determinism(args)
     elif args.case == "refuse":
         case_refuse(args)
+    elif args.case == "cuda":
+        case_cuda(args)
     else:
         fail("unknown case " + args.case)
     print("PASS " + args.case)

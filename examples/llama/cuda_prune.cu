@@ -1,0 +1,34 @@
+// surgeon-prune's CUDA translation unit (nvcc): the pruning driver on the CUDA backend, behind the
+// plain interface of cuda_prune.hpp. No Eigen here: the model and its runtime are in the
+// host-compiled surgeon_prune.cpp and reach this file as a surgeon::any_adapter.
+#include <fmt/format.h>
+
+#include <surgeon/adapter.hpp>
+#include <surgeon/cuda/check.hpp>
+#include <surgeon/cuda/context.hpp>
+#include <surgeon/cuda/prune.hpp>
+#include <surgeon/error.hpp>
+
+#include <string>
+#include <vector>
+
+#include "llama/cuda_prune.hpp"
+
+namespace surgeon::llama {
+
+std::string cuda_device_description(int device) {
+  const cuda::context ctx(device);  // validates the ordinal, with backend_unavailable
+  cudaDeviceProp properties{};
+  SURGEON_CUDA_CHECK(cudaGetDeviceProperties(&properties, device));
+  return fmt::format("{}, {:.0f} GiB, compute capability {}.{}", properties.name,
+                     static_cast<double>(properties.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0),
+                     properties.major, properties.minor);
+}
+
+std::vector<shot_report> prune_on_cuda(int device, any_adapter& adapter, const prune_options& options,
+                                       const std::function<void(const shot_report&)>& on_shot) {
+  cuda::context ctx(device);
+  return cuda::prune(ctx, adapter, options, on_shot);
+}
+
+}  // namespace surgeon::llama

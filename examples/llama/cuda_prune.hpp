@@ -1,0 +1,26 @@
+/// @file cuda_prune.hpp
+/// @brief surgeon-prune's CUDA entry points, defined in cuda_prune.cu (compiled by nvcc, without
+/// Eigen) and called from the host-compiled tool through `surgeon::any_adapter`. Declared only
+/// when the tool is built with the CUDA backend (`SURGEON_PRUNE_WITH_CUDA`).
+#pragma once
+
+#include <surgeon/adapter.hpp>
+#include <surgeon/detail/prune_driver.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace surgeon::llama {
+
+/// @brief "name, N GiB, compute capability X.Y" of CUDA device `device`.
+/// @throws backend_unavailable if no device is visible or `device` is not below the count.
+std::string cuda_device_description(int device);
+
+/// @brief `surgeon::cuda::prune` on a new context of device `device`: the adapter's weights stay
+/// in host memory; curvature, costs, selection and updates run on the device.
+/// @throws as `surgeon::cuda::prune`; backend_unavailable without the device.
+std::vector<shot_report> prune_on_cuda(int device, any_adapter& adapter, const prune_options& options,
+                                       const std::function<void(const shot_report&)>& on_shot);
+
+}  // namespace surgeon::llama

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # On the GPU machine (CUDA toolkit, CMake, a C++ compiler; no Debian -dev packages, no network):
-# builds ONLY the CUDA tests and benchmarks (benchmarks/gpu_check/CMakeLists.txt, headers from
-# .deps/include filled by scripts/fill-deps.sh), runs test_cuda and bench_cuda, prints a summary.
-# Budget: under 8 minutes in all (build about 2-3, tests well under 1, benchmarks about 3; each step
-# has its own timeout). GPU_CHECK_QUICK=1 skips the 11008² eigendecompositions and runs the LLM
-# Surgeon layer shot on 1024 of its 4096 rows.
+# builds ONLY the CUDA tests and benchmarks and surgeon-prune/surgeon-ppl
+# (benchmarks/gpu_check/CMakeLists.txt, headers from .deps/include filled by scripts/fill-deps.sh),
+# runs test_cuda, surgeon-prune --device cuda against --device cpu on stories260K
+# (tests/llama/prune_check.py cuda, model and texts from .deps/shared), and bench_cuda; prints a
+# summary. Budget: under 8 minutes in all (build about 2-3, tests well under 1, the prune check
+# about 1-2, benchmarks about 3; each step has its own timeout). GPU_CHECK_QUICK=1 skips the
+# 11008² eigendecompositions, runs the LLM Surgeon layer shot on 1024 of its 4096 rows and only
+# five of the prune check's configurations.
 # Logs and the summary are copied to $OUT when it is set.
 #
 #   bash scripts/fill-deps.sh          # first, on a machine with the packages
@@ -29,7 +32,7 @@ generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
 jobs="$(nproc 2>/dev/null || echo 8)"
 
-status_configure=0 status_build=0 status_test=0 status_bench=0
+status_configure=0 status_build=0 status_test=0 status_prune=0 status_bench=0
 timeout 120 cmake -S "$root/benchmarks/gpu_check" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   >"$logs/configure.log" 2>&1 || status_configure=$?
 if [ "$status_configure" -eq 0 ]; then
@@ -45,6 +48,17 @@ if [ "$status_build" = 0 ]; then
   (cd "$build" && timeout 90 ./test_cuda --durations yes >"$logs/test_cuda.log" 2>&1) || status_test=$?
   echo "test_cuda: exit $status_test ($(elapsed))"
   tail -25 "$logs/test_cuda.log"
+  prune_args=()
+  [ "${GPU_CHECK_QUICK:-0}" = 1 ] && prune_args=(--quick)
+  if [ -f "$root/.deps/shared/models/stories260K/stories260K.bin" ]; then
+    timeout 180 python3 "$root/tests/llama/prune_check.py" cuda --prune "$build/surgeon-prune" \
+      --ppl "$build/surgeon-ppl" --shared "$root/.deps/shared" --work "$build/prune_check" --cuda-build 1 \
+      "${prune_args[@]}" >"$logs/prune_check.log" 2>&1 || status_prune=$?
+    grep -E "^  [a-z_0-9]+: ppl cpu|configurations agree|FAIL|skipped" "$logs/prune_check.log"
+  else
+    status_prune="skipped (no .deps/shared: run fill-deps.sh beside ../shared)"
+  fi
+  echo "prune_check: exit $status_prune ($(elapsed))"
   bench_args=()
   # Skip the 11008² eigendecompositions and shrink the layer when time is short (GPU_CHECK_QUICK=1).
   [ "${GPU_CHECK_QUICK:-0}" = 1 ] && bench_args=(--no-large-eigen --layer-rows 1024)
@@ -52,7 +66,7 @@ if [ "$status_build" = 0 ]; then
   echo "bench_cuda: exit $status_bench ($(elapsed))"
   cat "$logs/bench_cuda.log"
 else
-  status_test=skipped status_bench=skipped
+  status_test=skipped status_prune=skipped status_bench=skipped
 fi
 
 {
@@ -60,6 +74,7 @@ fi
   echo "configure   $status_configure"
   echo "build       $status_build"
   echo "test_cuda   $status_test   (0 = all passed, 77 = no device)"
+  echo "prune_check $status_prune   (surgeon-prune --device cuda vs cpu on stories260K; 77 = no device)"
   echo "bench_cuda  $status_bench"
 } | tee "$logs/summary.txt"
-[ "$status_configure" = 0 ] && [ "$status_build" = 0 ] && [ "$status_test" = 0 ] && [ "$status_bench" = 0 ]
+[ "$status_configure" = 0 ] && [ "$status_build" = 0 ] && [ "$status_test" = 0 ] && [ "$status_prune" = 0 ] && [ "$status_bench" = 0 ]

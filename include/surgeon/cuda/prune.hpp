@@ -8,6 +8,15 @@
 /// for its update, and the updated weights are copied back into the adapter's buffers. Curvature,
 /// costs, the global threshold (CUB), the updates and SparseGPT run on the device.
 ///
+/// Device memory during a shot: the K-FAC accumulators of the current group (double, R² + C² per
+/// matrix, A shared by input key); the damped factors of every matrix of the group whose update
+/// is still to come (a double Ĝ, Â and their inverses each: with `group_size = 0` that is every
+/// matrix, about 280 GB for a 7B Llama — 32 blocks × 8.8 GB — so large models need `group_size`,
+/// e.g. 7 = one block); and 8 bytes per prunable weight for the element costs of every matrix
+/// until the global threshold (~52 GB for 6.5B prunable weights; `group_size` does not bound this
+/// term). Host code that must not include Eigen or CUDA headers reaches `cuda::prune` through
+/// `surgeon::any_adapter` (surgeon/adapter.hpp).
+///
 /// nvcc translation units only; no Eigen. Defined only when `SURGEON_HAS_CUDA` is defined.
 #pragma once
 

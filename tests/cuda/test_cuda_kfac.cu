@@ -304,6 +304,43 @@ TEST_CASE("host-staged batches match the CPU accumulator", "[cuda][kfac]") {
   }
 }
 
+TEST_CASE("accumulators sharing one host_staging_area match the CPU accumulator", "[cuda][kfac]") {
+  context ctx;
+  surgeon::cuda::host_staging_area area(ctx);
+  // Three factors of different widths and precisions, their batches interleaved through the one
+  // area (as the pruning driver's calibration feeds a whole model's factors): the shared slots and
+  // scratch are reused by a different accumulator on every add, growing and shrinking. Float
+  // input into the double accumulators goes through the area's conversion scratch; the batch of
+  // 2100 rows spans two conversion blocks.
+  const index_t wide = 37;
+  const index_t narrow = 11;
+  const std::vector<index_t> rows = {12, 300, 5, 2100, 64, 1, 250, 9};
+  const auto wide_batches = make_batches<float>(wide, rows, 41);
+  const auto narrow_batches = make_batches<float>(narrow, rows, 42);
+  const auto double_batches = make_batches<double>(narrow, rows, 43);
+  reference_options with_bias;
+  with_bias.bias = true;
+  device_factor_accumulator<double> a(ctx, wide, to_options(with_bias));
+  device_factor_accumulator<double> b(ctx, narrow);
+  device_factor_accumulator<float> c(ctx, narrow);
+  for (std::size_t k = 0; k < rows.size(); ++k) {
+    a.add(ctx, surgeon::make_host_matrix_view(wide_batches[k], rows[k], wide), area);
+    b.add(ctx, surgeon::make_host_matrix_view(narrow_batches[k], rows[k], narrow), area);
+    c.add(ctx, surgeon::make_host_matrix_view(double_batches[k], rows[k], narrow), area);
+  }
+  check_against(ctx, a, surgeon_test::cpu_accumulate(wide_batches, wide, with_bias, true), double_tolerance);
+  check_against(ctx, b, surgeon_test::cpu_accumulate(narrow_batches, narrow, {}, true), double_tolerance);
+  check_against(ctx, c, surgeon_test::cpu_accumulate(double_batches, narrow, {}, false), float_tolerance);
+  // A bad batch through the area leaves the state unchanged and the area usable.
+  std::vector<float> bad(static_cast<std::size_t>(4 * narrow), 1.0f);
+  bad[5] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_AS(b.add(ctx, surgeon::make_host_matrix_view(bad, 4, narrow), area), surgeon::logic_error);
+  b.add(ctx, surgeon::make_host_matrix_view(narrow_batches[0], rows[0], narrow), area);
+  std::vector<std::vector<float>> with_repeat = narrow_batches;
+  with_repeat.push_back(narrow_batches[0]);
+  check_against(ctx, b, surgeon_test::cpu_accumulate(with_repeat, narrow, {}, true), double_tolerance);
+}
+
 TEST_CASE("merge, reset, to_host and from_host", "[cuda][kfac]") {
   context ctx;
   const index_t dim = 23;

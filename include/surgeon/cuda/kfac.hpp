@@ -35,7 +35,6 @@
 #include <limits>
 #include <memory>
 #include <string>
-#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -167,6 +166,54 @@ struct host_staging {
 
 }  // namespace detail
 
+template <typename T>
+class device_factor_accumulator;
+
+/// @brief Host-to-device staging that any number of `device_factor_accumulator`s on one context
+/// can share: per input precision two pinned host and two device batch buffers, a copy stream and
+/// events, plus the precision-conversion scratch of each accumulation precision.
+///
+/// Each accumulator otherwise stages through its own buffers, so accumulating many factors at once
+/// (a whole model's, in the pruning driver) would hold two of its largest batch per factor, pinned
+/// and on the device — more than the factors themselves for 8192-token batches. Through one area
+/// the staging memory is two of the largest batch in all. Sharing is safe because every
+/// accumulator enqueues its updates on the context's stream: a slot is refilled only after the
+/// update that read it (an event), and the scratch is reused in stream order.
+///
+/// Not thread-safe. Use it with the one context it was made for. It may be destroyed while
+/// updates that read it are pending (its device buffers are freed in stream order).
+class host_staging_area {
+ public:
+  /// @throws cuda_error if the copy streams, events or flags cannot be created.
+  explicit host_staging_area(const context& ctx) : float_(ctx), double_(ctx) {}
+
+ private:
+  template <typename T>
+  friend class device_factor_accumulator;
+
+  template <typename In>
+  detail::host_staging<In>& slots() {
+    if constexpr (std::is_same_v<In, float>) {
+      return float_;
+    } else {
+      return double_;
+    }
+  }
+  template <typename T>
+  device_buffer<T>& scratch() {
+    if constexpr (std::is_same_v<T, float>) {
+      return float_scratch_;
+    } else {
+      return double_scratch_;
+    }
+  }
+
+  detail::host_staging<float> float_;
+  detail::host_staging<double> double_;
+  device_buffer<float> float_scratch_;
+  device_buffer<double> double_scratch_;
+};
+
 /// @brief Accumulates one K-FAC factor on the device from token rows `[tokens, dim]`.
 ///
 /// The CUDA mirror of `surgeon::factor_accumulator<T>` (same options, same alpha/beta rules for
@@ -255,7 +302,7 @@ class device_factor_accumulator {
     SURGEON_EXPECTS(flag == 0,
                     "device_factor_accumulator::add: non-finite input (NaN or infinity) in a [{}, {}] batch",
                     x.rows(), x.cols());
-    update(ctx, x.data(), x.rows(), x.ld());
+    update(ctx, x.data(), x.rows(), x.ld(), converted_);
   }
 
   /// @copydoc add(context&, device_matrix_view<const In>)
@@ -272,13 +319,29 @@ class device_factor_accumulator {
   /// previous batch, which is still running on the context's stream. `add` waits only for this
   /// batch's upload and its device-side NaN/infinity check; `x` may be reused on return.
   /// Cost: as the device overload, plus one host copy and one host-to-device transfer of the batch;
-  /// staging memory grows to the largest batch (two pinned and two device buffers).
+  /// the accumulator's own staging memory grows to the largest batch (two pinned and two device
+  /// buffers; see the overload with a shared `host_staging_area`).
   /// @throws logic_error as the device overload; cuda_error on a CUDA/cuBLAS failure.
   template <typename In>
   void add(context& ctx, host_matrix_view<const In> x) {
+    if (!own_staging_) own_staging_ = std::make_unique<host_staging_area>(ctx);
+    add(ctx, x, *own_staging_);
+  }
+
+  /// @copydoc add(context&, host_matrix_view<const In>)
+  template <typename In>
+  void add(context& ctx, host_matrix_view<In> x) {
+    add(ctx, host_matrix_view<const In>(x));
+  }
+
+  /// @brief As `add(ctx, x)` for a host matrix, staged through `area` (shared with other
+  /// accumulators on `ctx`) instead of the accumulator's own buffers.
+  /// @throws as `add(ctx, x)`.
+  template <typename In>
+  void add(context& ctx, host_matrix_view<const In> x, host_staging_area& area) {
     static_assert(std::is_same_v<In, float> || std::is_same_v<In, double>, "float or double input");
     check_shape(x.rows(), x.cols());
-    auto& staging = staging_for<In>(ctx);
+    auto& staging = area.slots<In>();
     auto& s = staging.slots[staging.next];
     const index_t elements = x.rows() * x.cols();
     // The previous upload from this slot finished when its `add` returned, so the pinned buffer is
@@ -309,16 +372,16 @@ class device_factor_accumulator {
                     x.rows(), x.cols());
     // The event has completed, so this wait is free; it documents the dependency all the same.
     SURGEON_CUDA_CHECK(cudaStreamWaitEvent(ctx.stream(), s.copied.get(), 0));
-    update(ctx, s.device.data(), x.rows(), x.cols());
+    update(ctx, s.device.data(), x.rows(), x.cols(), area.scratch<T>());
     SURGEON_CUDA_CHECK(cudaEventRecord(s.computed.get(), ctx.stream()));
     s.used = true;
     staging.next = 1 - staging.next;
   }
 
-  /// @copydoc add(context&, host_matrix_view<const In>)
+  /// @copydoc add(context&, host_matrix_view<const In>, host_staging_area&)
   template <typename In>
-  void add(context& ctx, host_matrix_view<In> x) {
-    add(ctx, host_matrix_view<const In>(x));
+  void add(context& ctx, host_matrix_view<In> x, host_staging_area& area) {
+    add(ctx, host_matrix_view<const In>(x), area);
   }
 
   /// @brief Adds another device accumulator's tokens (exact, up to the order of the sums).
@@ -411,9 +474,10 @@ class device_factor_accumulator {
   }
 
   /// Enqueues the update by the checked device rows `x` ([rows, dim], leading dimension `ld`) on
-  /// `ctx`'s stream, with the CPU accumulator's alpha/beta, then counts the rows.
+  /// `ctx`'s stream, with the CPU accumulator's alpha/beta, then counts the rows. `scratch` holds
+  /// the converted rows when In differs from T (grown as needed, reused in stream order).
   template <typename In>
-  void update(context& ctx, const In* x, index_t rows, index_t ld) {
+  void update(context& ctx, const In* x, index_t rows, index_t ld, device_buffer<T>& scratch) {
     T alpha = T(1);
     T beta = T(1);
     if (is_ema()) {
@@ -432,11 +496,12 @@ class device_factor_accumulator {
                          detail::to_blas_int(ld, "leading dimension"), beta, state_.data(), ldc);
     } else {
       const index_t block = std::min(convert_block, rows);
-      if (converted_.size() < block * dim_) converted_ = device_buffer<T>(ctx, block * dim_);
+      // The old scratch is freed in stream order, after the updates that read it.
+      if (scratch.size() < block * dim_) scratch = device_buffer<T>(ctx, block * dim_);
       for (index_t first = 0; first < rows; first += block) {
         const index_t chunk = std::min(block, rows - first);
-        detail::launch_convert_rows(x + first * ld, chunk, dim_, ld, converted_.data(), stream);
-        detail::syrk_lower(handle, order, static_cast<int>(chunk), alpha, converted_.data(), order,
+        detail::launch_convert_rows(x + first * ld, chunk, dim_, ld, scratch.data(), stream);
+        detail::syrk_lower(handle, order, static_cast<int>(chunk), alpha, scratch.data(), order,
                            first == 0 ? beta : T(1), state_.data(), ldc);
       }
     }
@@ -444,21 +509,13 @@ class device_factor_accumulator {
     count_ += rows;
   }
 
-  template <typename In>
-  detail::host_staging<In>& staging_for(const context& ctx) {
-    auto& staging = std::get<std::unique_ptr<detail::host_staging<In>>>(staging_);
-    if (!staging) staging = std::make_unique<detail::host_staging<In>>(ctx);
-    return *staging;
-  }
-
   index_t dim_;
   accumulator_options options_;
   std::int64_t count_ = 0;
   device_buffer<T> state_;
   device_buffer<int> nonfinite_;
-  device_buffer<T> converted_;
-  std::tuple<std::unique_ptr<detail::host_staging<float>>, std::unique_ptr<detail::host_staging<double>>>
-      staging_;
+  device_buffer<T> converted_;                      // conversion scratch of the device `add`
+  std::unique_ptr<host_staging_area> own_staging_;  // staging of the host `add` without an area
 };
 
 }  // namespace surgeon::cuda

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <numeric>
 #include <type_traits>
@@ -80,6 +81,31 @@ TEST_CASE("context owns a stream and library handles bound to it", "[cuda][conte
     SURGEON_CUDA_CHECK(cudaGetDeviceCount(&count));
     CHECK_THROWS_AS(context(-1), surgeon::logic_error);
     CHECK_THROWS_AS(context(count), surgeon::backend_unavailable);
+  }
+}
+
+TEST_CASE("context keeps a quarter of the device memory cached in the default pool", "[cuda][context]") {
+  cudaMemPool_t pool = nullptr;
+  SURGEON_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+  std::uint64_t lowered = 1024;  // below the context's threshold: the constructor raises it
+  SURGEON_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &lowered));
+  std::size_t free_bytes = 0;
+  std::size_t total_bytes = 0;
+  {
+    context ctx;
+    SURGEON_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    std::uint64_t threshold = 0;
+    SURGEON_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    CHECK(threshold == static_cast<std::uint64_t>(total_bytes) / 4);
+  }
+  // A higher threshold chosen by the application is left alone.
+  std::uint64_t higher = static_cast<std::uint64_t>(total_bytes) / 2;
+  SURGEON_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &higher));
+  {
+    context ctx;
+    std::uint64_t threshold = 0;
+    SURGEON_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    CHECK(threshold == higher);
   }
 }
 

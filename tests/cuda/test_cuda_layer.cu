@@ -308,3 +308,12 @@ TEST_CASE("cuda layer: an entirely dead layer is refused", "[cuda][layer]") {
   device_layer<double> dev(ctx, layer);
   CHECK_THROWS_AS(dev.factorize(ctx, layer), surgeon::numerical_error);
 }
+
+TEST_CASE("cuda layer: an OBS system beyond the 32-bit solver limit is refused before any work",
+          "[cuda][layer]") {
+  context ctx;
+  // n = 46341: n² > 2³¹ − 1. The check comes before the pointers are touched or memory allocated.
+  CHECK_THROWS_AS(surgeon::cuda::detail::solve_spd(ctx, "test", nullptr, 46341, nullptr, 1),
+                  surgeon::logic_error);
+  CHECK_NOTHROW(surgeon::cuda::detail::solve_spd(ctx, "test", nullptr, 46340, nullptr, 0));  // k = 0: nothing
+}

@@ -52,9 +52,16 @@ namespace detail {
 /// `rhs` column-major `[n, k]` (ld n), overwritten by X. Cholesky first; LU with partial pivoting
 /// when the Cholesky finds the system not positive definite. Waits for each routine's `info`.
 /// Cost: n³/3 + 2n²k flops (Cholesky), 2n³/3 + 2n²k (LU); device memory n² doubles.
+/// @throws logic_error if n > 46340 (n² would overflow the 32-bit solver API).
 inline void solve_spd(context& ctx, const char* who, const double* system, index_t n, double* rhs,
                       index_t k) {
   if (n == 0 || k == 0) return;
+  // The 32-bit cuSOLVER routines index the n x n factor with int: n² must stay below 2³¹.
+  constexpr index_t largest = 46340;
+  SURGEON_EXPECTS(n <= largest,
+                  "{}: a system of {} entries exceeds the 32-bit cuSOLVER limit of {} (lower correlate::max, "
+                  "or use the whole-mask PCG update)",
+                  who, n, largest);
   const int ni = to_solver_int(n, "system order");
   const int ki = to_solver_int(k, "right-hand sides");
   cudaStream_t stream = ctx.stream();

@@ -7,7 +7,7 @@
 # summary. Budget: under 8 minutes in all (build about 2-3, tests well under 1, the prune check
 # about 1-2, benchmarks about 3; each step has its own timeout). GPU_CHECK_QUICK=1 skips the
 # 11008² eigendecompositions, runs the LLM Surgeon layer shot on 1024 of its 4096 rows and only
-# five of the prune check's configurations.
+# six of the prune check's configurations.
 # Logs and the summary are copied to $OUT when it is set.
 #
 #   bash scripts/fill-deps.sh          # first, on a machine with the packages

@@ -26,9 +26,12 @@ std::string cuda_device_description(int device) {
 }
 
 std::vector<shot_report> prune_on_cuda(int device, any_adapter& adapter, const prune_options& options,
+                                       bool costs_on_host,
                                        const std::function<void(const shot_report&)>& on_shot) {
   cuda::context ctx(device);
-  return cuda::prune(ctx, adapter, options, on_shot);
+  cuda::prune_backend_options backend;
+  backend.costs_on_host = costs_on_host;
+  return cuda::prune(ctx, adapter, options, backend, on_shot);
 }
 
 }  // namespace surgeon::llama

@@ -18,9 +18,12 @@ namespace surgeon::llama {
 std::string cuda_device_description(int device);
 
 /// @brief `surgeon::cuda::prune` on a new context of device `device`: the adapter's weights stay
-/// in host memory; curvature, costs, selection and updates run on the device.
+/// in host memory; curvature, costs, selection and updates run on the device, except that with
+/// `costs_on_host` the element costs wait in host memory and the threshold is taken on the host
+/// (`cuda::prune_backend_options::costs_on_host`).
 /// @throws as `surgeon::cuda::prune`; backend_unavailable without the device.
 std::vector<shot_report> prune_on_cuda(int device, any_adapter& adapter, const prune_options& options,
+                                       bool costs_on_host,
                                        const std::function<void(const shot_report&)>& on_shot);
 
 }  // namespace surgeon::llama

@@ -6,7 +6,7 @@
 //                 [--seqlen L] [--seed S] [--damp-g X] [--damp-a X] [--max-correlate K]
 //                 [--eval-windows K] [--whole-mask] [--no-update] [--group-size K] [--out-type f32|f16]
 //                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
-//                 [--device cpu|cuda|cuda:N]
+//                 [--device cpu|cuda|cuda:N] [--costs-on-host]
 //
 // With --device cuda the pruning (curvature, costs, selection, updates) runs on the CUDA backend;
 // the model's forward/backward passes (calibration) and the perplexity stay on the CPU runtime.
@@ -71,7 +71,8 @@ constexpr const char* usage_text =
     "         [--no-update]  (llm-surgeon: costs and mask only, no OBS update; an ablation)\n"
     "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
     "         [--eval-every-shot]  [--reseed-per-shot]\n"
-    "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n";
+    "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n"
+    "         [--costs-on-host]  cuda: element costs in host memory, threshold on the host\n";
 
 [[noreturn]] void usage(const std::string& problem) {
   fmt::print(stderr, "surgeon-prune: {}\n{}", problem, usage_text);
@@ -313,6 +314,7 @@ struct options {
   unsigned long long seed = 0;
   double damp_g = 0.1, damp_a = 0.01;
   bool whole_mask = false, no_update = false, eval_every_shot = false, reseed_per_shot = false;
+  bool costs_on_host = false;
   surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f32;
   std::string out_type_name = "f32";
   int cuda_device = -1;  ///< -1: the CPU backend
@@ -347,6 +349,10 @@ options parse_flags(int argc, char** argv) {
     }
     if (flag == "--reseed-per-shot") {
       o.reseed_per_shot = true;
+      continue;
+    }
+    if (flag == "--costs-on-host") {
+      o.costs_on_host = true;
       continue;
     }
     if (flag.rfind("--", 0) != 0) usage("unexpected argument '" + flag + "'");
@@ -408,6 +414,7 @@ options parse_flags(int argc, char** argv) {
     usage(fmt::format("--density must be in (0, 1], got {}", o.density));
   if (!(o.damp_g > 0.0) || !(o.damp_a > 0.0)) usage("--damp-g and --damp-a must be positive");
   if (o.shots > 10000) usage("--shots is too large");
+  if (o.costs_on_host && o.cuda_device < 0) usage("--costs-on-host needs --device cuda");
 #if !defined(SURGEON_PRUNE_WITH_CUDA)
   if (o.cuda_device >= 0)
     usage("--device " + o.device_name +
@@ -528,7 +535,7 @@ int main(int argc, char** argv) {
 #if defined(SURGEON_PRUNE_WITH_CUDA)
       // The pruning runs in cuda_prune.cu (nvcc, no Eigen); the adapter crosses as any_adapter.
       surgeon::any_adapter erased(adapter);
-      reports = llama::prune_on_cuda(o.cuda_device, erased, po, on_shot);
+      reports = llama::prune_on_cuda(o.cuda_device, erased, po, o.costs_on_host, on_shot);
 #endif
     }
     const double ppl_pruned = adapter.last_perplexity().ppl;
@@ -574,6 +581,7 @@ int main(int argc, char** argv) {
           .boolean("update", !o.no_update)
           .integer("group_size", o.group_size)
           .string("device", o.device_name)
+          .boolean("costs_on_host", o.costs_on_host)
           .integer("eval_windows", dense.windows)
           .number("ppl_dense", dense.ppl)
           .number("ppl_pruned", ppl_pruned)

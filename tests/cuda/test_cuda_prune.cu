@@ -2,6 +2,8 @@
 // seeded toy model: every method and structure, two shots. Float weights, so weights agree to 1e-4
 // relative to the largest; the zero patterns (the masks) must be identical and the achieved
 // sparsity of every shot equal. The CPU results come from prune_reference.cpp (host compiler).
+// Every comparison runs twice: costs kept on the device (device radix select) and costs moved to
+// the host (select.hpp), which must agree with the CPU alike.
 #include "prune_reference.hpp"
 #include "support/catch.hpp"
 #include "toy_model.hpp"
@@ -18,12 +20,15 @@ namespace {
 using surgeon::method;
 using surgeon::structure;
 
-void compare(const surgeon::prune_options& options) {
-  const surgeon_test::reference_pruning expected = surgeon_test::cpu_prune_toy(options);
+void compare_one(const surgeon::prune_options& options, const surgeon_test::reference_pruning& expected,
+                 bool costs_on_host) {
+  INFO("costs on the " << (costs_on_host ? "host" : "device"));
   surgeon::cuda::context ctx;
   surgeon_test::toy_model model;
   std::vector<double> achieved;
-  for (const surgeon::shot_report& r : surgeon::cuda::prune(ctx, model, options))
+  surgeon::cuda::prune_backend_options backend;
+  backend.costs_on_host = costs_on_host;
+  for (const surgeon::shot_report& r : surgeon::cuda::prune(ctx, model, options, backend))
     achieved.push_back(r.achieved_sparsity);
   const std::vector<double> got = model.weights();
   REQUIRE(got.size() == expected.weights.size());
@@ -38,6 +43,12 @@ void compare(const surgeon::prune_options& options) {
   }
   CHECK(zero_mismatches == 0);
   CHECK(diff / scale < 1e-4);
+}
+
+void compare(const surgeon::prune_options& options) {
+  const surgeon_test::reference_pruning expected = surgeon_test::cpu_prune_toy(options);
+  compare_one(options, expected, false);
+  compare_one(options, expected, true);
 }
 
 }  // namespace

@@ -201,9 +201,11 @@ CUDA_CASES = [
                            "--shots", "2"], 1e-2),
     ("surgeon_whole_mask", ["--method", "llm-surgeon", "--density", "0.6", "--shots", "1", "--whole-mask"], 1e-2),
     ("surgeon_groups", ["--method", "llm-surgeon", "--density", "0.5", "--shots", "1", "--group-size", "7"], 1e-2),
+    ("surgeon_costs_on_host", ["--method", "llm-surgeon", "--density", "0.5", "--shots", "2", "--costs-on-host"],
+     1e-2),
 ]
 
-QUICK_CUDA_CASES = {"magnitude", "kobd", "sparsegpt", "surgeon", "surgeon_rows_cols"}
+QUICK_CUDA_CASES = {"magnitude", "kobd", "sparsegpt", "surgeon", "surgeon_rows_cols", "surgeon_costs_on_host"}
 
 
 def case_cuda(args):
@@ -221,7 +223,8 @@ def case_cuda(args):
     worst = 0.0
     cases = [c for c in CUDA_CASES if not args.quick or c[0] in QUICK_CUDA_CASES]
     for name, flags, tolerance in cases:
-        cpu_out, cpu = run_prune(args, "cpu_" + name, flags)
+        cpu_flags = [f for f in flags if f != "--costs-on-host"]
+        cpu_out, cpu = run_prune(args, "cpu_" + name, cpu_flags)
         cuda_out, cuda = full_run(args, "cuda_" + name, flags + ["--device", "cuda"])
         if cuda["device"] != "cuda:0" or cpu["device"] != "cpu":
             fail(f"{name}: reports name devices {cpu['device']} and {cuda['device']}")
@@ -261,7 +264,7 @@ def case_refuse(args):
     bad_flags = [["--method", "optimal"], ["--structure", "3:2"], ["--structure", "diagonal"],
                  ["--density", "0"], ["--density", "1.5"], ["--density", "half"], ["--shots", "0"],
                  ["--nsamples", "-1"], ["--out-type", "q8"], ["--frobnicate", "1"], ["--seqlen"],
-                 ["--device", "gpu"], ["--device", "cuda:x"], ["--device", "cuda:-1"]]
+                 ["--device", "gpu"], ["--device", "cuda:x"], ["--device", "cuda:-1"], ["--costs-on-host"]]
     for flags in bad_flags:
         p = subprocess.run(base + ok + flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if p.returncode != 2 or "usage:" not in p.stdout:
@@ -295,7 +298,7 @@ def main():
     parser.add_argument("--ppl", required=True)
     parser.add_argument("--shared", required=True)
     parser.add_argument("--work", required=True)
-    parser.add_argument("--quick", action="store_true", help="case cuda: five configurations only")
+    parser.add_argument("--quick", action="store_true", help="case cuda: six configurations only")
     parser.add_argument("--cuda-build", type=int, default=0, help="1: surgeon-prune has --device cuda")
     args = parser.parse_args()
     args.model = os.path.join(args.shared, "models", "stories260K", "stories260K.bin")

@@ -9,13 +9,14 @@
 /// costs, the global threshold (CUB), the updates and SparseGPT run on the device.
 ///
 /// Device memory during a shot: the K-FAC accumulators of the current group (double, R² + C² per
-/// matrix, A shared by input key); the damped factors of every matrix of the group whose update
+/// matrix, A shared by input key) and one staging area (two of the largest calibration batch,
+/// also pinned on the host); the damped factors of every matrix of the group whose update
 /// is still to come (a double Ĝ, Â and their inverses each: with `group_size = 0` that is every
 /// matrix, about 280 GB for a 7B Llama — 32 blocks × 8.8 GB — so large models need `group_size`,
 /// e.g. 7 = one block); and 8 bytes per prunable weight for the element costs of every matrix
 /// until the global threshold (~52 GB for 6.5B prunable weights; `group_size` does not bound this
-/// term). Host code that must not include Eigen or CUDA headers reaches `cuda::prune` through
-/// `surgeon::any_adapter` (surgeon/adapter.hpp).
+/// term, `prune_backend_options::costs_on_host` moves it to host memory). Host code that must not include
+/// Eigen or CUDA headers reaches `cuda::prune` through `surgeon::any_adapter` (surgeon/adapter.hpp).
 ///
 /// nvcc translation units only; no Eigen. Defined only when `SURGEON_HAS_CUDA` is defined.
 #pragma once
@@ -45,34 +46,52 @@
 
 namespace surgeon::cuda {
 
+/// @brief Choices of the CUDA backend that the (backend-neutral) `prune_options` do not cover.
+struct prune_backend_options {
+  /// Where each matrix's element costs wait for the global threshold. false: on the device (8
+  /// bytes of device memory per prunable weight of the whole model; the threshold by the device
+  /// radix select). true: copied to host memory as each matrix's costs are computed, and the
+  /// threshold taken on the host by select.hpp — device memory is then bounded by one group's
+  /// factors, at the cost of one device-to-host copy of the costs and a host selection per shot.
+  /// Both give the same masks for the same costs.
+  bool costs_on_host = false;
+};
+
 /// @brief The CUDA backend of the pruning driver, on one context (which must outlive it).
 class prune_backend {
  public:
-  /// @brief Device accumulators (double) of one calibration pass, fed from host batches.
+  /// @brief Device accumulators (double) of one calibration pass, fed from host batches through
+  /// one shared staging area (two of the largest batch, not two per factor).
   class store : public surgeon::detail::factor_sink {
    public:
-    explicit store(context& ctx) : ctx_(&ctx) {}
+    explicit store(context& ctx) : ctx_(&ctx), staging_(ctx) {}
     bool contains(const std::string& key) const override { return factors_.count(key) != 0; }
     void add(const std::string& key, host_matrix_view<const float> x) override {
-      factors_.at(key).add(*ctx_, x);
+      factors_.at(key).add(*ctx_, x, staging_);
     }
 
    private:
     friend class prune_backend;
     context* ctx_;
+    host_staging_area staging_;
     std::map<std::string, device_factor_accumulator<double>> factors_;
   };
 
-  /// @brief One matrix's element costs on the device, packed `[rows, cols]`.
+  /// @brief One matrix's element costs, packed `[rows, cols]`: on the device, or on the host
+  /// with `prune_backend_options::costs_on_host`.
   struct costs {
     device_buffer<double> values;
+    std::vector<double> host_values;
     index_t rows = 0;
     index_t cols = 0;
     device_matrix_view<const double> view() const { return values.view(rows, cols); }
+    host_matrix_view<const double> host_view() const {
+      return host_matrix_view<const double>(host_values.data(), rows, cols);
+    }
   };
   using curvature = kronecker_curvature;
 
-  explicit prune_backend(context& ctx) : ctx_(&ctx) {}
+  explicit prune_backend(context& ctx, prune_backend_options options = {}) : ctx_(&ctx), options_(options) {}
 
   std::unique_ptr<store> make_store() const { return std::make_unique<store>(*ctx_); }
   void define(store& s, const std::string& key, index_t dim) const {
@@ -99,13 +118,22 @@ class prune_backend {
 
   costs element_costs(method how, const curvature& c, host_matrix_view<const float> w) {
     const device_buffer<float> weights = upload(w);
-    costs result{cuda::element_costs<float>(*ctx_, how, c, weights.view(w.rows(), w.cols())), w.rows(),
-                 w.cols()};
+    costs result{
+        cuda::element_costs<float>(*ctx_, how, c, weights.view(w.rows(), w.cols())), {}, w.rows(), w.cols()};
+    if (options_.costs_on_host) {
+      result.host_values = result.values.to_host();
+      result.values = device_buffer<double>();  // freed in stream order, after the copy
+    }
     return result;
   }
   costs zero_costs(index_t rows, index_t cols) const {
-    costs result{device_buffer<double>(*ctx_, rows * cols), rows, cols};
-    result.values.fill_zero();
+    costs result{{}, {}, rows, cols};
+    if (options_.costs_on_host) {
+      result.host_values.assign(static_cast<std::size_t>(rows * cols), 0.0);
+    } else {
+      result.values = device_buffer<double>(*ctx_, rows * cols);
+      result.values.fill_zero();
+    }
     return result;
   }
   std::vector<double> row_costs(method how, const curvature& c, host_matrix_view<const float> w) {
@@ -118,12 +146,15 @@ class prune_backend {
   }
 
   selection select_unstructured(const std::vector<costs>& c, double sparsity) const {
+    if (options_.costs_on_host) return surgeon::select_unstructured(host_views(c), sparsity);
     return cuda::select_unstructured(*ctx_, views(c), sparsity);
   }
   selection select_per_row(const std::vector<costs>& c, double sparsity) const {
+    if (options_.costs_on_host) return surgeon::select_per_row(host_views(c), sparsity);
     return cuda::select_per_row(*ctx_, views(c), sparsity);
   }
   selection select_nm(const std::vector<costs>& c, nm_pattern p, double sparsity) const {
+    if (options_.costs_on_host) return surgeon::select_nm(host_views(c), p, sparsity);
     return cuda::select_nm(*ctx_, views(c), p, sparsity);
   }
 
@@ -167,6 +198,12 @@ class prune_backend {
     for (const costs& m : c) result.push_back(m.view());
     return result;
   }
+  static std::vector<host_matrix_view<const double>> host_views(const std::vector<costs>& c) {
+    std::vector<host_matrix_view<const double>> result;
+    result.reserve(c.size());
+    for (const costs& m : c) result.push_back(m.host_view());
+    return result;
+  }
 
   device_buffer<double> identity(index_t n) const {
     std::vector<double> values(static_cast<std::size_t>(n * n), 0.0);
@@ -201,6 +238,7 @@ class prune_backend {
   }
 
   context* ctx_;
+  prune_backend_options options_;
 };
 
 /// @brief The multi-shot driver on the CUDA backend (see `basic_pruning_session`); construct it
@@ -217,6 +255,16 @@ template <typename Adapter>
 std::vector<shot_report> prune(context& ctx, Adapter& adapter, const prune_options& options,
                                const std::function<void(const shot_report&)>& on_shot = {}) {
   pruning_session<Adapter> session(adapter, options, prune_backend(ctx));
+  return session.run(on_shot);
+}
+
+/// @brief As above, with the CUDA backend's own choices (e.g. `costs_on_host` for models whose
+/// element costs do not fit in device memory beside a group's factors).
+template <typename Adapter>
+std::vector<shot_report> prune(context& ctx, Adapter& adapter, const prune_options& options,
+                               const prune_backend_options& backend_options,
+                               const std::function<void(const shot_report&)>& on_shot = {}) {
+  pruning_session<Adapter> session(adapter, options, prune_backend(ctx, backend_options));
   return session.run(on_shot);
 }
 

@@ -340,3 +340,69 @@ TEST_CASE("any_adapter: callables, no evaluation, and empty functions", "[prune]
       surgeon::any_adapter([&]() { return other.matrices(); }, surgeon::any_adapter::calibrate_function{}),
       surgeon::logic_error);
 }
+
+TEST_CASE("estimate_working_bytes counts accumulators, factors and costs", "[prune][memory]") {
+  toy_adapter model;  // a, b: [12, 16] reading "in"; c: [8, 12] reading "mid"
+  const auto matrices = model.matrices();
+  surgeon::prune_options options;  // LLM Surgeon, unstructured
+  // All at once: A of "in" and "mid" (16² + 12²) and G of a, b, c (12² + 12² + 8²), the damped
+  // factors and inverses of every matrix kept for the update (2·12² + 2·16² twice, 2·8² + 2·12²),
+  // and one cost per weight (192 + 192 + 96): 752 + 2016 + 480 doubles.
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == 3248 * sizeof(double));
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 3) == 3248 * sizeof(double));
+  // Groups of 2 ({a, b}, {c}): the larger group's accumulators (16² + 2·12²), one matrix's
+  // factors at a time (the largest, 800), all costs: 544 + 800 + 480.
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 2) == 1824 * sizeof(double));
+  // Groups of 1: 16² + 12², 800, 480.
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 1) == 1680 * sizeof(double));
+  // Rows-cols keeps costs per row and column: 28 + 28 + 20.
+  options.what = surgeon::structure::rows_columns;
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (752 + 2016 + 76) * sizeof(double));
+  // Without an update nothing is kept for a second pass.
+  options.what = surgeon::structure::unstructured;
+  options.how = surgeon::method::kobd;
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (752 + 800 + 480) * sizeof(double));
+  // Wanda: A only.
+  options.how = surgeon::method::wanda;
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (400 + 800 + 480) * sizeof(double));
+}
+
+TEST_CASE("memory_budget picks the largest group size that fits", "[prune][memory]") {
+  toy_adapter probe;
+  const auto matrices = probe.matrices();
+  surgeon::prune_options options;
+  options.shots = 2;
+  const auto bytes = [](std::size_t doubles) { return doubles * sizeof(double); };
+  options.memory_budget = bytes(3248);
+  CHECK(surgeon::choose_group_size(matrices, options) == 0);
+  options.memory_budget = bytes(3247);
+  CHECK(surgeon::choose_group_size(matrices, options) == 2);
+  options.memory_budget = bytes(1823);
+  CHECK(surgeon::choose_group_size(matrices, options) == 1);
+  options.memory_budget = bytes(1679);
+  CHECK_THROWS_AS(surgeon::choose_group_size(matrices, options), surgeon::logic_error);
+  options.group_size = 3;  // explicit sizes are used as given
+  CHECK(surgeon::choose_group_size(matrices, options) == 3);
+
+  // A session under a budget runs exactly as with the chosen group size given explicitly.
+  toy_adapter budgeted;
+  toy_adapter explicit_groups;
+  surgeon::prune_options by_budget;
+  by_budget.shots = 2;
+  by_budget.memory_budget = bytes(3247);
+  surgeon::pruning_session<toy_adapter> session(budgeted, by_budget);
+  CHECK(session.group_size() == 2);
+  const auto reports = session.run();
+  CHECK(reports.back().group_size == 2);
+  surgeon::prune_options given = by_budget;
+  given.memory_budget = 0;
+  given.group_size = 2;
+  surgeon::prune(explicit_groups, given);
+  CHECK(budgeted.w_a == explicit_groups.w_a);
+  CHECK(budgeted.w_c == explicit_groups.w_c);
+  CHECK(budgeted.calibrations == 2 * 2 * 2);  // two groups, costs and updates, two shots
+  surgeon::prune_options too_small = by_budget;
+  too_small.memory_budget = bytes(100);
+  toy_adapter untouched;
+  CHECK_THROWS_AS(surgeon::pruning_session<toy_adapter>(untouched, too_small), surgeon::logic_error);
+}

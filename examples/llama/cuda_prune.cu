@@ -9,6 +9,7 @@
 #include <surgeon/cuda/prune.hpp>
 #include <surgeon/error.hpp>
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,14 @@ std::string cuda_device_description(int device) {
   return fmt::format("{}, {:.0f} GiB, compute capability {}.{}", properties.name,
                      static_cast<double>(properties.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0),
                      properties.major, properties.minor);
+}
+
+std::size_t cuda_free_bytes(int device) {
+  const cuda::context ctx(device);
+  std::size_t free_bytes = 0;
+  std::size_t total_bytes = 0;
+  SURGEON_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return free_bytes;
 }
 
 std::vector<shot_report> prune_on_cuda(int device, any_adapter& adapter, const prune_options& options,

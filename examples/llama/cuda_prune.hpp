@@ -7,6 +7,7 @@
 #include <surgeon/adapter.hpp>
 #include <surgeon/detail/prune_driver.hpp>
 
+#include <cstddef>
 #include <functional>
 #include <string>
 #include <vector>
@@ -16,6 +17,10 @@ namespace surgeon::llama {
 /// @brief "name, N GiB, compute capability X.Y" of CUDA device `device`.
 /// @throws backend_unavailable if no device is visible or `device` is not below the count.
 std::string cuda_device_description(int device);
+
+/// @brief The free memory of CUDA device `device` in bytes (`cudaMemGetInfo` on a new context).
+/// @throws backend_unavailable as `cuda_device_description`.
+std::size_t cuda_free_bytes(int device);
 
 /// @brief `surgeon::cuda::prune` on a new context of device `device`: the adapter's weights stay
 /// in host memory; curvature, costs, selection and updates run on the device, except that with

@@ -6,7 +6,7 @@
 //                 [--seqlen L] [--seed S] [--damp-g X] [--damp-a X] [--max-correlate K]
 //                 [--eval-windows K] [--whole-mask] [--no-update] [--group-size K] [--out-type f32|f16]
 //                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
-//                 [--device cpu|cuda|cuda:N] [--costs-on-host]
+//                 [--device cpu|cuda|cuda:N] [--costs-on-host] [--memory-budget auto|0|GB]
 //
 // With --device cuda the pruning (curvature, costs, selection, updates) runs on the CUDA backend;
 // the model's forward/backward passes (calibration) and the perplexity stay on the CPU runtime.
@@ -67,7 +67,10 @@ constexpr const char* usage_text =
     "         [--density D]        fraction of the pruned matrices' weights kept (0.5)\n"
     "         [--shots T] (5)  [--nsamples N] (128)  [--seqlen L] (min(2048, context))\n"
     "         [--seed S] (0)  [--damp-g X] (0.1)  [--damp-a X] (0.01)  [--max-correlate K] (2000)\n"
-    "         [--eval-windows K] (32)  [--whole-mask]  [--group-size K] (0 = all at once)\n"
+    "         [--eval-windows K] (32)  [--whole-mask]  [--group-size K] (0 = all at once, or as the budget "
+    "allows)\n"
+    "         [--memory-budget auto|0|GB]  working memory of the pruning (auto: 80 % of the available host\n"
+    "                       memory, or of the free device memory with --device cuda; 0: no limit)\n"
     "         [--no-update]  (llm-surgeon: costs and mask only, no OBS update; an ablation)\n"
     "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
     "         [--eval-every-shot]  [--reseed-per-shot]\n"
@@ -142,6 +145,18 @@ double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+/// MemAvailable of /proc/meminfo in bytes (0 when it cannot be read).
+std::size_t available_host_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  std::size_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
 }
 
 /// Whether writing `out` would replace `in` (the same file, or the same path once resolved).
@@ -315,6 +330,7 @@ struct options {
   double damp_g = 0.1, damp_a = 0.01;
   bool whole_mask = false, no_update = false, eval_every_shot = false, reseed_per_shot = false;
   bool costs_on_host = false;
+  double memory_budget_gb = -1.0;  ///< -1: auto; 0: no limit
   surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f32;
   std::string out_type_name = "f32";
   int cuda_device = -1;  ///< -1: the CPU backend
@@ -394,7 +410,14 @@ options parse_flags(int argc, char** argv) {
       o.eval_windows = parse_integer(flag, value, 1);
     else if (flag == "--group-size")
       o.group_size = parse_integer(flag, value, 0);
-    else if (flag == "--device") {
+    else if (flag == "--memory-budget") {
+      if (value == "auto") {
+        o.memory_budget_gb = -1.0;
+      } else {
+        o.memory_budget_gb = parse_real(flag, value);
+        if (o.memory_budget_gb < 0.0) usage("--memory-budget must be auto, 0 or a positive number of GB");
+      }
+    } else if (flag == "--device") {
       o.cuda_device = parse_device(value);
       o.device_name = value == "cuda" ? "cuda:0" : value;
     } else if (flag == "--out-type") {
@@ -501,6 +524,18 @@ int main(int argc, char** argv) {
     po.whole_mask = o.whole_mask;
     po.update = !o.no_update;
     po.group_size = static_cast<int>(o.group_size);
+    // The working-memory budget: auto is 80 % of what is free where the pruning runs.
+    std::size_t free_bytes = 0;
+    if (o.memory_budget_gb < 0.0) {
+#if defined(SURGEON_PRUNE_WITH_CUDA)
+      free_bytes = o.cuda_device >= 0 ? llama::cuda_free_bytes(o.cuda_device) : available_host_bytes();
+#else
+      free_bytes = available_host_bytes();
+#endif
+      po.memory_budget = free_bytes / 10 * 8;
+    } else {
+      po.memory_budget = static_cast<std::size_t>(o.memory_budget_gb * 1e9);
+    }
 
     llama::calibration_options co;
     co.nsamples = static_cast<index_t>(o.nsamples);
@@ -514,6 +549,14 @@ int main(int argc, char** argv) {
     eo.last_shot = po.shots;
     llama::prune_adapter adapter(m, runtime, calib, eval, co, eo);
 
+    {
+      const std::vector<surgeon::prunable_matrix> matrices = adapter.matrices();
+      const int groups = surgeon::choose_group_size(matrices, po);  // throws when nothing fits
+      fmt::print("memory_budget={:.1f} MB{} group_size={} working_memory_estimate={:.1f} MB\n",
+                 static_cast<double>(po.memory_budget) / 1e6, o.memory_budget_gb < 0.0 ? " (auto)" : "",
+                 groups, static_cast<double>(surgeon::estimate_working_bytes(matrices, po, groups)) / 1e6);
+      std::fflush(stdout);
+    }
     llama::progress_bar bar("prune", po.shots);
     bar.update(0, fmt::format("{} {} density {}", surgeon::to_string(o.how), o.shape.name, o.density));
     const auto on_shot = [&](const surgeon::shot_report& r) {
@@ -579,7 +622,8 @@ int main(int argc, char** argv) {
           .integer("max_correlate", o.max_correlate)
           .boolean("whole_mask", o.whole_mask)
           .boolean("update", !o.no_update)
-          .integer("group_size", o.group_size)
+          .integer("group_size", reports.empty() ? o.group_size : reports.front().group_size)
+          .number("memory_budget_gb", static_cast<double>(po.memory_budget) / 1e9)
           .string("device", o.device_name)
           .boolean("costs_on_host", o.costs_on_host)
           .integer("eval_windows", dense.windows)

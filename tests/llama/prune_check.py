@@ -5,7 +5,8 @@
 
 Cases:
   compare-unstructured, compare-2:4  LLM Surgeon at 50 % gives a lower perplexity than magnitude
-  density                            achieved density = target within one block / one row
+  density                            achieved density = target within one block / one row; a small
+                                     --memory-budget makes the driver group the matrices
   determinism                        two runs with one seed write byte-identical files
   refuse                             --out equal to the input is refused (exit 2); bad flags exit 2
   cuda                               --device cuda against --device cpu, every method and structure
@@ -170,6 +171,13 @@ def case_density(args):
                         ("density_magnitude_rows_cols", ["--method", "magnitude", "--structure", "rows-cols",
                                                          "--density", "0.9", "--shots", "1"])]:
         full_run(args, name, extra)
+    # A working-memory budget below the all-at-once estimate (20 MB here) makes the driver group
+    # the matrices; the result is still exact in count and read back.
+    _, budgeted = full_run(args, "density_budget", ["--method", "llm-surgeon", "--density", "0.6", "--shots", "1",
+                                                    "--memory-budget", "0.005"])
+    if not 0 < budgeted["group_size"] < 35:
+        fail(f"--memory-budget 0.005: group_size {budgeted['group_size']}, expected groups of fewer than 35")
+    print(f"  5 MB budget: groups of {budgeted['group_size']} matrices")
 
 
 def case_determinism(args):
@@ -264,7 +272,8 @@ def case_refuse(args):
     bad_flags = [["--method", "optimal"], ["--structure", "3:2"], ["--structure", "diagonal"],
                  ["--density", "0"], ["--density", "1.5"], ["--density", "half"], ["--shots", "0"],
                  ["--nsamples", "-1"], ["--out-type", "q8"], ["--frobnicate", "1"], ["--seqlen"],
-                 ["--device", "gpu"], ["--device", "cuda:x"], ["--device", "cuda:-1"], ["--costs-on-host"]]
+                 ["--device", "gpu"], ["--device", "cuda:x"], ["--device", "cuda:-1"], ["--costs-on-host"],
+                 ["--memory-budget", "-1"], ["--memory-budget", "lots"]]
     for flags in bad_flags:
         p = subprocess.run(base + ok + flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if p.returncode != 2 or "usage:" not in p.stdout:
@@ -284,7 +293,8 @@ def case_refuse(args):
             fail(f"--device cuda in a CPU-only build: exit {p.returncode}, output {p.stdout!r}")
         print("  --device cuda in a CPU-only build exits 2 with the reason")
     # A library error (4:8 does not divide stories260K's 172-wide ffn_down; wanda has no row score).
-    for flags in [["--structure", "4:8", "--density", "0.5"], ["--method", "wanda", "--structure", "rows-cols"]]:
+    for flags in [["--structure", "4:8", "--density", "0.5"], ["--method", "wanda", "--structure", "rows-cols"],
+                  ["--memory-budget", "0.001"]]:
         p = subprocess.run(base + ok + flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if p.returncode != 1 or "surgeon-prune:" not in p.stdout:
             fail(f"{flags}: exit {p.returncode}, expected 1 with a message")

@@ -36,8 +36,10 @@
 #include <surgeon/update.hpp>
 #include <surgeon/view.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <functional>
 #include <map>
 #include <memory>
@@ -126,7 +128,78 @@ struct prune_options {
   /// earlier groups were updated, so on a real model its curvature is measured on the partly
   /// pruned model (closer to layer-sequential pruning) and results differ slightly from k = 0.
   int group_size = 0;
+  /// Bytes the driver's own buffers may hold at once (0 = no limit): with `group_size = 0` the
+  /// session then picks the largest group size whose `estimate_working_bytes` fits (0 — all
+  /// matrices at once — when that fits), and refuses to start when not even one matrix at a time
+  /// fits. An explicit `group_size` is used as given.
+  std::size_t memory_budget = 0;
 };
+
+/// @brief The working memory of one shot in bytes, for groups of `group_size` matrices (0 = all at
+/// once): the K-FAC accumulators of a group (one A per input key, one G per matrix, double), the
+/// damped factors and their inverses (double Ĝ, Ĝ⁻¹, Â, Â⁻¹ per matrix: of every matrix when one
+/// group holds them all for the update, else of one matrix at a time), and the costs of every
+/// matrix until the threshold (8 bytes per weight; per row and column for rows-cols). It leaves
+/// out the model itself, the adapter's calibration buffers and each update's transient solver
+/// buffers. The same on both backends (host memory on the CPU, device memory on CUDA, where
+/// `costs_on_host` moves the cost term to the host). Cost: O(number of matrices).
+inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& matrices,
+                                          const prune_options& options, int group_size) {
+  const std::size_t count = matrices.size();
+  const std::size_t size = group_size > 0 ? static_cast<std::size_t>(group_size) : count;
+  const bool needs_a = options.how != method::magnitude;
+  const bool needs_g = options.how == method::kobd || options.how == method::llm_surgeon;
+  const bool updates = options.how == method::llm_surgeon && options.update;
+  const bool keep_all = updates && size >= count;
+  const auto square = [](index_t n) { return static_cast<double>(n) * static_cast<double>(n); };
+  double costs = 0.0;
+  double largest_curvature = 0.0;
+  double all_curvature = 0.0;
+  double largest_group_state = 0.0;
+  for (std::size_t first = 0; first < count; first += size) {
+    std::set<std::string> inputs;
+    double state = 0.0;
+    for (std::size_t k = first; k < std::min(count, first + size); ++k) {
+      const prunable_matrix& m = matrices[k];
+      const index_t rows = m.weight.rows();
+      const index_t cols = m.weight.cols();
+      if (needs_a && inputs.insert(m.input_key).second) state += square(cols);
+      if (needs_g) state += square(rows);
+      // SparseGPT factors H = A in place of the Kronecker pair: about three C² per matrix.
+      const double curvature =
+          options.how == method::sparsegpt ? 3.0 * square(cols) : 2.0 * square(rows) + 2.0 * square(cols);
+      largest_curvature = std::max(largest_curvature, curvature);
+      all_curvature += curvature;
+      if (options.how != method::sparsegpt) {
+        costs += options.what == structure::rows_columns
+                     ? static_cast<double>(rows + cols)
+                     : static_cast<double>(rows) * static_cast<double>(cols);
+      }
+    }
+    largest_group_state = std::max(largest_group_state, state);
+  }
+  const double doubles = largest_group_state + (keep_all ? all_curvature : largest_curvature) + costs;
+  return static_cast<std::size_t>(doubles * static_cast<double>(sizeof(double)));
+}
+
+/// @brief The group size a session uses: `options.group_size` when set or without a budget;
+/// otherwise 0 when everything fits `memory_budget`, else the largest k that fits.
+/// Cost: O(number of matrices²) estimates at most.
+/// @throws logic_error if a budget is set and not even one matrix at a time fits it.
+inline int choose_group_size(const std::vector<prunable_matrix>& matrices, const prune_options& options) {
+  if (options.group_size > 0 || options.memory_budget == 0) return options.group_size;
+  if (estimate_working_bytes(matrices, options, 0) <= options.memory_budget) return 0;
+  for (std::size_t k = matrices.size(); k >= 1; --k) {
+    if (estimate_working_bytes(matrices, options, static_cast<int>(k)) <= options.memory_budget)
+      return static_cast<int>(k);
+  }
+  SURGEON_THROW(
+      logic_error,
+      "prune: even one matrix at a time needs about {:.1f} MB of working memory, over the budget of "
+      "{:.1f} MB",
+      static_cast<double>(estimate_working_bytes(matrices, options, 1)) / 1e6,
+      static_cast<double>(options.memory_budget) / 1e6);
+}
 
 /// @brief What one shot did.
 struct shot_report {
@@ -138,6 +211,7 @@ struct shot_report {
   double max_lambda_g = 0.0;         ///< largest λ_G used after escalation
   double max_lambda_a = 0.0;         ///< largest λ_A used after escalation
   int escalations = 0;               ///< total damping escalations
+  int group_size = 0;                ///< matrices per group used (0 = all at once; see memory_budget)
   std::optional<double> evaluation;  ///< adapter.evaluate() after the shot, when it has one
 };
 
@@ -199,7 +273,12 @@ class basic_pruning_session {
       SURGEON_EXPECTS(names.insert(m.name).second, "prune: two matrices are named '{}'", m.name);
       if (options_.what == structure::n_m) validate(options_.pattern, m.weight.cols());
     }
+    options_.group_size = choose_group_size(matrices, options_);
   }
+
+  /// @brief The group size the session uses (`prune_options::group_size`, or the one chosen for
+  /// `prune_options::memory_budget`; 0 = all matrices at once).
+  int group_size() const noexcept { return options_.group_size; }
 
   /// @brief Runs every shot; `on_shot` sees each report as it completes.
   /// @throws what the adapter, the factorisations or the updates throw.
@@ -221,6 +300,7 @@ class basic_pruning_session {
     shot_report report;
     report.shot = t;
     report.target_sparsity = options_.sparsity * static_cast<double>(t) / static_cast<double>(options_.shots);
+    report.group_size = options_.group_size;
     std::vector<prunable_matrix> matrices = adapter_.matrices();
     const std::vector<std::vector<std::size_t>> groups = make_groups(matrices.size());
     dead_.clear();

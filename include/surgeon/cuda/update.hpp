@@ -311,6 +311,7 @@ update_report obs_update(context& ctx, const kronecker_curvature& curv, device_m
   update_report report;
   std::vector<index_t> er;
   std::vector<index_t> ec;
+  std::vector<index_t> packed;
   for (const std::vector<index_t>& rows : chunks) {
     const auto m = static_cast<index_t>(rows.size());
     er.clear();
@@ -322,16 +323,20 @@ update_report obs_update(context& ctx, const kronecker_curvature& curv, device_m
       }
     }
     const auto n = static_cast<index_t>(er.size());
-    const device_buffer<index_t> rows_device = detail::upload_indices(ctx, rows);
-    const device_buffer<index_t> er_device = detail::upload_indices(ctx, er);
-    const device_buffer<index_t> ec_device = detail::upload_indices(ctx, ec);
+    // One upload (one synchronisation) for the chunk's three index lists: rows | er | ec.
+    packed.assign(rows.begin(), rows.end());
+    packed.insert(packed.end(), er.begin(), er.end());
+    packed.insert(packed.end(), ec.begin(), ec.end());
+    const device_buffer<index_t> indices = detail::upload_indices(ctx, packed);
+    const index_t* rows_device = indices.data();
+    const index_t* er_device = rows_device + m;
+    const index_t* ec_device = er_device + n;
     device_buffer<double> system(ctx, n * n);
     device_buffer<double> rhs(ctx, n);
     device_buffer<double> x(ctx, n);
-    detail::launch_chunk_system(g_inverse, r, a_inverse, c, rows_device.data(), er_device.data(),
-                                ec_device.data(), n, system.data(), stream);
-    detail::launch_gather_entries(live.data(), r, rows_device.data(), er_device.data(), ec_device.data(), n,
-                                  rhs.data(), stream);
+    detail::launch_chunk_system(g_inverse, r, a_inverse, c, rows_device, er_device, ec_device, n,
+                                system.data(), stream);
+    detail::launch_gather_entries(live.data(), r, rows_device, er_device, ec_device, n, rhs.data(), stream);
     SURGEON_CUDA_CHECK(
         cudaMemcpyAsync(x.data(), rhs.data(), rhs.size_bytes(), cudaMemcpyDeviceToDevice, stream));
     detail::solve_spd(ctx, who, system.data(), n, x.data(), 1);
@@ -349,16 +354,15 @@ update_report obs_update(context& ctx, const kronecker_curvature& curv, device_m
     // Sparse-row form: Z[rows, :] (m × C), ZA = Z[rows, :] Â⁻¹, W −= Ĝ⁻¹[:, rows] ZA.
     device_buffer<double> z_rows(ctx, m * c);
     z_rows.fill_zero();
-    detail::launch_scatter_entries(x.data(), er_device.data(), ec_device.data(), n, m, z_rows.data(), stream);
+    detail::launch_scatter_entries(x.data(), er_device, ec_device, n, m, z_rows.data(), stream);
     device_buffer<double> za(ctx, m * c);
     detail::gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, m, c, c, 1.0, z_rows.data(), m, a_inverse, c, 0.0, za.data(),
                  m);
     device_buffer<double> g_columns(ctx, r * m);
-    detail::launch_gather_columns(g_inverse, r, r, rows_device.data(), m, g_columns.data(), r, stream);
+    detail::launch_gather_columns(g_inverse, r, r, rows_device, m, g_columns.data(), r, stream);
     detail::gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, m, -1.0, g_columns.data(), r, za.data(), m, 1.0,
                  live.data(), r);
-    detail::launch_zero_entries(live.data(), r, rows_device.data(), er_device.data(), ec_device.data(), n,
-                                stream);
+    detail::launch_zero_entries(live.data(), r, rows_device, er_device, ec_device, n, stream);
     ++report.chunks;
     report.solved += n;
   }

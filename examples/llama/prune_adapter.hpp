@@ -71,6 +71,14 @@ inline std::vector<index_t> calibration_offsets(index_t tokens, index_t seqlen, 
   return offsets;
 }
 
+/// @brief What the calibration passes of a `prune_adapter` have run so far.
+struct calibration_counts {
+  index_t passes = 0;            ///< calls of `calibrate` that ran anything
+  index_t forward_batches = 0;   ///< batches through `runtime::forward` (no gradient wanted)
+  index_t backward_batches = 0;  ///< batches through `runtime::backward`
+  index_t blocks = 0;            ///< transformer blocks evaluated over all batches (backward: every block)
+};
+
 /// @brief `surgeon::prune` adapter over a `model` (pruned in place) and a `runtime` on it.
 ///
 /// References the model, the runtime and the token streams it is given; they must outlive it.
@@ -113,6 +121,9 @@ class prune_adapter {
 
   /// @brief One calibration pass: N windows of T tokens at seeded random offsets, `batch` at a
   /// time through `runtime::backward`, every layer input and output gradient forwarded to `sink`.
+  /// When the sink wants no output gradient (Wanda, L-OBD, SparseGPT) the pass is
+  /// `runtime::forward` instead — the same inputs for a third of the work — and it stops after the
+  /// last block whose input the sink wants (a group of early matrices needs only early blocks).
   /// The windows depend on the seed only (and on the shot when `reseed_per_shot`).
   void calibrate(calibration_sink& sink, int shot) {
     const std::uint64_t seed =
@@ -125,6 +136,16 @@ class prune_adapter {
     h.output_grad = [&sink](const std::string& name, host_matrix_view<const float> gy) {
       sink.output_grad(name, gy);
     };
+    const bool forward_only = !sink.wants_output_gradients();
+    index_t last_layer = -1;  // the last block whose input the sink wants (forward_only)
+    if (forward_only) {
+      for (const model::linear_ref& ref : model_.linear_layers()) {
+        if (sink.wants_input(ref.input_key)) last_layer = std::max(last_layer, ref.layer);
+      }
+      if (last_layer < 0) return;  // nothing of this pass is wanted
+      h.output_grad = nullptr;
+    }
+    ++counts_.passes;
     std::vector<std::int32_t> batch_tokens;
     for (index_t first = 0; first < calibration_.nsamples; first += calibration_.batch) {
       const index_t count = std::min(calibration_.batch, calibration_.nsamples - first);
@@ -133,9 +154,19 @@ class prune_adapter {
         const auto begin = calibration_tokens_.begin() + offsets[static_cast<std::size_t>(k)];
         batch_tokens.insert(batch_tokens.end(), begin, begin + seqlen);
       }
+      if (forward_only) {
+        const bool whole_model = last_layer == model_.cfg.n_layers - 1;
+        const double loss = runtime_.forward(batch_tokens, count, seqlen, h, whole_model ? -1 : last_layer);
+        if (whole_model) last_calibration_loss_ = loss;
+        ++counts_.forward_batches;
+        counts_.blocks += last_layer + 1;
+        continue;
+      }
       backward_options options = calibration_.backward;
       options.seed = calibration_.backward.seed + static_cast<std::uint64_t>(first);
       last_calibration_loss_ = runtime_.backward(batch_tokens, count, seqlen, h, options);
+      ++counts_.backward_batches;
+      counts_.blocks += model_.cfg.n_layers;
     }
   }
 
@@ -155,8 +186,11 @@ class prune_adapter {
 
   /// @brief The last perplexity `evaluate` computed (zeros before the first).
   const perplexity_result& last_perplexity() const { return last_perplexity_; }
-  /// @brief The mean loss of the last calibration batch (0 before the first).
+  /// @brief The mean loss of the last calibration batch that ran the whole model (0 before the
+  /// first; a forward-only pass that stopped early leaves it as it was).
   double last_calibration_loss() const { return last_calibration_loss_; }
+  /// @brief What the calibration passes have run so far (forward-only or backward batches).
+  const calibration_counts& calibration_work() const { return counts_; }
 
  private:
   model& model_;
@@ -168,6 +202,7 @@ class prune_adapter {
   int evaluations_ = 0;
   perplexity_result last_perplexity_{};
   double last_calibration_loss_ = 0.0;
+  calibration_counts counts_{};
 };
 
 }  // namespace surgeon::llama

@@ -95,6 +95,30 @@ class runtime {
     return hf * classifier().transpose();
   }
 
+  /// @brief Forward pass alone that hands every linear layer's input to `h.input` (once per input
+  /// key and block, in block order), for calibrations that need no gradient (the A factors of
+  /// Wanda, L-OBD and SparseGPT). The inputs are bit-identical to those `backward` hands over.
+  /// `last_layer` stops the pass after that block (-1: every block; the loss is then not computed
+  /// and 0 returned). Returns the mean next-token loss.
+  /// Cost: one forward pass (about a third of `backward`); memory: one block's activations.
+  /// @throws logic_error on bad shapes or token ids, when `h` has `output_grad` or `weight_grad`
+  ///         (they need `backward`), or when `last_layer` is not a block or -1.
+  double forward(const std::vector<std::int32_t>& tokens, index_t batch, index_t seq, const hooks& h,
+                 index_t last_layer = -1) {
+    check_batch(tokens, batch, seq);
+    SURGEON_EXPECTS(!h.output_grad && !h.weight_grad,
+                    "runtime::forward: output and weight gradients need runtime::backward");
+    const index_t layers = model_->cfg.n_layers;
+    SURGEON_EXPECTS(last_layer >= -1 && last_layer < layers,
+                    "runtime::forward: last_layer {} is not a block of the {} (or -1)", last_layer, layers);
+    const index_t stop = last_layer < 0 ? layers : last_layer + 1;
+    matrix x = embed(tokens);
+    for (index_t l = 0; l < stop; ++l) block_forward(l, x, batch, seq, nullptr, &h);
+    if (stop < layers) return 0.0;
+    const double loss_sum = head(x, tokens, batch, seq, nullptr, nullptr, backward_options{});
+    return loss_sum / static_cast<double>(batch * (seq - 1));
+  }
+
   /// @brief Forward and backward of the mean next-token loss; every linear layer's input, output
   /// gradient and (optionally) weight gradient go to `h`. Returns the mean loss (against the
   /// labels used). Cost: about three forward passes (one forward, then per block a recompute and
@@ -237,8 +261,18 @@ class runtime {
 
   static float silu(float z) { return z / (1.0f + std::exp(-z)); }
 
-  // One block, in place on x. With a cache, keeps what the backward pass needs.
-  void block_forward(index_t layer, matrix& x, index_t batch, index_t seq, block_cache* cache) {
+  // Hands one layer input to `h->input` (the forward pass's hooks; none in the backward pass,
+  // which delivers the inputs from its recomputed cache).
+  static void deliver_input(const hooks* h, index_t layer, linear_kind kind, const matrix& input) {
+    if (h && h->input)
+      h->input(input_key(layer, kind),
+               host_matrix_view<const float>(input.data(), input.rows(), input.cols()));
+  }
+
+  // One block, in place on x. With a cache, keeps what the backward pass needs; with hooks, hands
+  // the layer inputs to them as they are computed.
+  void block_forward(index_t layer, matrix& x, index_t batch, index_t seq, block_cache* cache,
+                     const hooks* h = nullptr) {
     const config& cfg = model_->cfg;
     const block_weights& b = model_->blocks[static_cast<std::size_t>(layer)];
     const index_t d = cfg.dim;
@@ -249,6 +283,7 @@ class runtime {
 
     std::vector<float> r1;
     matrix h1 = rms_norm(x, b.attn_norm, &r1);
+    deliver_input(h, layer, linear_kind::attn_q, h1);
     matrix q = h1 * weight(b.wq, d, d).transpose();
     matrix k = h1 * weight(b.wk, kv, d).transpose();
     matrix v = h1 * weight(b.wv, kv, d).transpose();
@@ -276,15 +311,18 @@ class runtime {
         if (cache) cache->probs[static_cast<std::size_t>(s * cfg.n_heads + head)] = scores;
       }
     }
+    deliver_input(h, layer, linear_kind::attn_output, o);
     matrix x2 = x + o * weight(b.wo, d, d).transpose();
     std::vector<float> r2;
     matrix h2 = rms_norm(x2, b.ffn_norm, &r2);
+    deliver_input(h, layer, linear_kind::ffn_gate, h2);
     matrix gate = h2 * weight(b.w_gate, cfg.hidden_dim, d).transpose();
     matrix up = h2 * weight(b.w_up, cfg.hidden_dim, d).transpose();
     matrix act(gate.rows(), gate.cols());
     for (index_t n = 0; n < gate.rows(); ++n) {
       for (index_t j = 0; j < gate.cols(); ++j) act(n, j) = silu(gate(n, j)) * up(n, j);
     }
+    deliver_input(h, layer, linear_kind::ffn_down, act);
     matrix x3 = x2;
     x3.noalias() += act * weight(b.w_down, d, cfg.hidden_dim).transpose();
     if (cache) {

@@ -82,8 +82,26 @@ struct prunable_matrix {
 ///
 /// Only the factors the method needs are accumulated (none for magnitude, A only for Wanda,
 /// L-OBD and SparseGPT). Inputs and gradients of matrices outside the current group are ignored.
+/// An adapter should ask `wants_output_gradients()` before its backward pass: when it is false
+/// (Wanda, L-OBD and SparseGPT), the layer inputs of a forward pass are all the pass needs, at
+/// about a third of the cost of a forward plus a backward pass.
 class calibration_sink {
  public:
+  /// @brief True when this pass accumulates layer inputs (the A factors): every method but
+  /// magnitude, which the driver never calibrates.
+  bool wants_inputs() const noexcept { return wants_a_; }
+  /// @brief True when this pass accumulates output gradients (the G factors: K-OBD and LLM
+  /// Surgeon). When false, `output_grad` ignores what it is given and the adapter may skip its
+  /// backward pass.
+  bool wants_output_gradients() const noexcept { return wants_g_; }
+  /// @brief True when `input(input_key, …)` would be accumulated in this pass (the key belongs to a
+  /// matrix of the current group and inputs are wanted).
+  bool wants_input(const std::string& input_key) const {
+    return wants_a_ && store_->contains("a:" + input_key);
+  }
+  /// @brief True when `output_grad(name, …)` would be accumulated in this pass.
+  bool wants_output_grad(const std::string& name) const { return wants_g_ && store_->contains("g:" + name); }
+
   /// @brief Adds the input X `[tokens, in]` read by every matrix with `input_key`.
   /// @throws logic_error on a shape mismatch or non-finite input.
   void input(const std::string& input_key, host_matrix_view<const float> x) {

@@ -1,0 +1,222 @@
+// The Llama runtime's forward pass with input hooks, and the pruning adapter's choice of it for
+// calibrations that need no gradient, on stories260K: the forward pass hands over exactly the
+// layer inputs of the backward pass, stops early when asked, and pruning through the adapter is
+// bit-identical to pruning through a reference adapter that always runs the backward pass.
+#include <surgeon/adapter.hpp>
+#include <surgeon/io/llama2c.hpp>
+#include <surgeon/prune.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "llama/llama2c_model.hpp"
+#include "llama/prune_adapter.hpp"
+#include "llama/runtime.hpp"
+#include "support/catch.hpp"
+#include "support/skip.hpp"
+
+namespace {
+
+using surgeon::index_t;
+
+// The stories260K checkpoint under SURGEON_SHARED_DIR, or "" when it is absent.
+std::string stories_path() {
+  const char* shared = std::getenv("SURGEON_SHARED_DIR");
+  const std::string path =
+      shared ? std::string(shared) + "/models/stories260K/stories260K.bin" : std::string();
+  return !path.empty() && std::filesystem::exists(path) ? path : std::string();
+}
+
+surgeon::llama::model load(const std::string& path) {
+  return surgeon::llama::from_llama2c(surgeon::io::read_llama2c_checkpoint(path));
+}
+
+std::vector<std::int32_t> random_tokens(std::size_t count, index_t vocab, unsigned seed) {
+  std::mt19937 engine(seed);
+  std::uniform_int_distribution<std::int32_t> pick(0, static_cast<std::int32_t>(vocab - 1));
+  std::vector<std::int32_t> tokens(count);
+  for (auto& t : tokens) t = pick(engine);
+  return tokens;
+}
+
+using capture = std::map<std::string, std::vector<std::vector<float>>>;
+
+surgeon::llama::hooks capturing_inputs(capture& inputs) {
+  surgeon::llama::hooks h;
+  h.input = [&inputs](const std::string& key, surgeon::host_matrix_view<const float> x) {
+    inputs[key].emplace_back(x.data(), x.data() + x.size());
+  };
+  return h;
+}
+
+// The adapter's calibration as it was before the forward-only path: always the backward pass,
+// over the same windows, with the same batches.
+struct backward_only_calibration {
+  surgeon::llama::runtime* runtime;
+  const std::vector<std::int32_t>* tokens;
+  surgeon::llama::calibration_options options;
+  int passes = 0;
+
+  void operator()(surgeon::calibration_sink& sink, int /*shot*/) {
+    ++passes;
+    const std::vector<index_t> offsets = surgeon::llama::calibration_offsets(
+        static_cast<index_t>(tokens->size()), options.seqlen, options.nsamples, options.seed);
+    surgeon::llama::hooks h;
+    h.input = [&sink](const std::string& key, surgeon::host_matrix_view<const float> x) {
+      sink.input(key, x);
+    };
+    h.output_grad = [&sink](const std::string& name, surgeon::host_matrix_view<const float> gy) {
+      sink.output_grad(name, gy);
+    };
+    std::vector<std::int32_t> batch;
+    for (index_t first = 0; first < options.nsamples; first += options.batch) {
+      const index_t count = std::min(options.batch, options.nsamples - first);
+      batch.clear();
+      for (index_t k = first; k < first + count; ++k) {
+        const auto begin = tokens->begin() + offsets[static_cast<std::size_t>(k)];
+        batch.insert(batch.end(), begin, begin + options.seqlen);
+      }
+      surgeon::llama::backward_options b = options.backward;
+      b.seed = options.backward.seed + static_cast<std::uint64_t>(first);
+      runtime->backward(batch, count, options.seqlen, h, b);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("runtime::forward hands every layer input over exactly as runtime::backward does",
+          "[llama][model]") {
+  const std::string path = stories_path();
+  if (path.empty()) SURGEON_SKIP("no stories260K (SURGEON_SHARED_DIR)");
+  const surgeon::llama::model model = load(path);
+  surgeon::llama::runtime runtime(model);
+  const index_t batch = 3;
+  const index_t seq = 32;
+  const std::vector<std::int32_t> tokens =
+      random_tokens(static_cast<std::size_t>(batch * seq), model.cfg.vocab_size, 5);
+  const index_t layers = model.cfg.n_layers;
+
+  capture from_forward;
+  const double loss = runtime.forward(tokens, batch, seq, capturing_inputs(from_forward));
+  capture from_backward;
+  runtime.backward(tokens, batch, seq, capturing_inputs(from_backward));
+
+  REQUIRE(from_forward.size() == static_cast<std::size_t>(4 * layers));
+  REQUIRE(from_backward.size() == from_forward.size());
+  for (const auto& [key, batches] : from_forward) {
+    CAPTURE(key);
+    REQUIRE(batches.size() == 1);  // once per key and block, even for keys that q/k/v share
+    REQUIRE(from_backward.count(key) == 1);
+    CHECK(batches == from_backward.at(key));  // bit for bit
+  }
+  CHECK(loss == Approx(runtime.loss(tokens, batch, seq)).epsilon(1e-12));
+
+  SECTION("last_layer stops after that block") {
+    capture early;
+    const double none = runtime.forward(tokens, batch, seq, capturing_inputs(early), 1);
+    CHECK(none == 0.0);
+    CHECK(early.size() == 8);  // blocks 0 and 1, four input keys each
+    for (const auto& [key, batches] : early) {
+      CAPTURE(key);
+      CHECK((key.rfind("blk.0.", 0) == 0 || key.rfind("blk.1.", 0) == 0));
+      CHECK(batches == from_forward.at(key));
+    }
+  }
+
+  SECTION("gradient hooks and bad blocks are refused") {
+    surgeon::llama::hooks with_grad = capturing_inputs(from_forward);
+    with_grad.output_grad = [](const std::string&, surgeon::host_matrix_view<const float>) {};
+    CHECK_THROWS_AS(runtime.forward(tokens, batch, seq, with_grad), surgeon::logic_error);
+    surgeon::llama::hooks with_weight_grad;
+    with_weight_grad.weight_grad = [](const std::string&, surgeon::host_matrix_view<const float>) {};
+    CHECK_THROWS_AS(runtime.forward(tokens, batch, seq, with_weight_grad), surgeon::logic_error);
+    CHECK_THROWS_AS(runtime.forward(tokens, batch, seq, {}, layers), surgeon::logic_error);
+    CHECK_THROWS_AS(runtime.forward(tokens, batch, seq, {}, -2), surgeon::logic_error);
+  }
+}
+
+TEST_CASE("prune_adapter calibrates without a backward pass exactly when no gradient is wanted",
+          "[llama][model]") {
+  const std::string path = stories_path();
+  if (path.empty()) SURGEON_SKIP("no stories260K (SURGEON_SHARED_DIR)");
+  const surgeon::llama::model original = load(path);
+  const std::vector<std::int32_t> tokens = random_tokens(3000, original.cfg.vocab_size, 9);
+  surgeon::llama::calibration_options calibration;
+  calibration.nsamples = 6;
+  calibration.seqlen = 48;
+  calibration.batch = 4;  // two batches, the second partial
+  calibration.seed = 3;
+  surgeon::llama::evaluation_options evaluation;
+  evaluation.when = surgeon::llama::evaluate_when::never;
+
+  // Prunes a copy of the model through the adapter, or through the backward-only reference.
+  const std::vector<std::int32_t> no_evaluation;
+  surgeon::llama::calibration_counts work;
+  const auto prune_with = [&](bool reference, surgeon::prune_options options) {
+    surgeon::llama::model m = original;
+    surgeon::llama::runtime runtime(m);
+    surgeon::llama::prune_adapter adapter(m, runtime, tokens, no_evaluation, calibration, evaluation);
+    if (!reference) {
+      surgeon::prune(adapter, options);
+      work = adapter.calibration_work();
+    } else {
+      backward_only_calibration calibrate{&runtime, &tokens, calibration};
+      surgeon::any_adapter erased(
+          [&adapter] { return adapter.matrices(); },
+          [&calibrate](surgeon::calibration_sink& sink, int shot) { calibrate(sink, shot); });
+      surgeon::prune(erased, options);
+    }
+    return m;
+  };
+  const auto same_weights = [](const surgeon::llama::model& a, const surgeon::llama::model& b) {
+    for (std::size_t l = 0; l < a.blocks.size(); ++l) {
+      const auto& x = a.blocks[l];
+      const auto& y = b.blocks[l];
+      if (x.wq != y.wq || x.wk != y.wk || x.wv != y.wv || x.wo != y.wo || x.w_gate != y.w_gate ||
+          x.w_up != y.w_up || x.w_down != y.w_down)
+        return false;
+    }
+    return true;
+  };
+
+  surgeon::prune_options options;
+  options.shots = 2;
+  options.sparsity = 0.5;
+  for (const surgeon::method how :
+       {surgeon::method::wanda, surgeon::method::lobd, surgeon::method::sparsegpt, surgeon::method::kobd}) {
+    CAPTURE(surgeon::to_string(how));
+    options.how = how;
+    options.group_size = 0;
+    const bool gradients = how == surgeon::method::kobd;
+    const index_t layers = original.cfg.n_layers;
+    const surgeon::llama::model expected = prune_with(true, options);
+    const surgeon::llama::model pruned = prune_with(false, options);
+    CHECK(same_weights(pruned, expected));
+    CHECK(!same_weights(pruned, original));
+    // One pass per shot, two batches each: forward alone unless gradients are wanted.
+    CHECK(work.passes == 2);
+    CHECK(work.forward_batches == (gradients ? 0 : 4));
+    CHECK(work.backward_batches == (gradients ? 4 : 0));
+    CHECK(work.blocks == 4 * layers);
+    // Groups of 5 of the 7 matrices per block: the forward-only passes of a group stop after its
+    // last block, and still feed every matrix of the group (the driver refuses a pass that misses
+    // one). Masks come from costs of the unchanged model, so the weights equal the reference's.
+    options.group_size = 5;
+    CHECK(same_weights(prune_with(false, options), prune_with(true, options)));
+    const auto groups = static_cast<index_t>((7 * layers + 4) / 5);
+    const index_t passes = 2 * groups;  // SparseGPT too: one pass per group and shot
+    CHECK(work.passes == passes);
+    if (!gradients) {
+      // Group g (0-based) ends in block ⌊(5g + 4) / 7⌋: the blocks run per batch and shot.
+      index_t blocks = 0;
+      for (index_t g = 0; g < groups; ++g) blocks += std::min(layers - 1, (5 * g + 4) / 7) + 1;
+      CHECK(work.blocks == 2 * 2 * blocks);
+      CHECK(work.blocks < 2 * 2 * groups * layers);
+    }
+  }
+}

@@ -4,8 +4,10 @@
 #include <surgeon/prune.hpp>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "support/catch.hpp"
@@ -36,6 +38,11 @@ struct toy_adapter {
   }
   void calibrate(surgeon::calibration_sink& sink, int /*shot*/) {
     ++calibrations;
+    feed(sink);
+  }
+  // The calibration data, the same every pass, to anything with input() and output_grad().
+  template <typename Sink>
+  static void feed(Sink& sink) {
     std::mt19937 engine(11);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     auto fill = [&](index_t rows, index_t cols, bool correlated) {
@@ -341,6 +348,96 @@ TEST_CASE("any_adapter: callables, no evaluation, and empty functions", "[prune]
       surgeon::logic_error);
 }
 
+namespace {
+
+// The toy model's factors accumulated in full, outside the driver.
+struct full_factors {
+  surgeon::cpu::context ctx;
+  std::map<std::string, surgeon::factor_accumulator<double>> factors;
+  void input(const std::string& key, surgeon::host_matrix_view<const float> x) { add("a:" + key, x); }
+  void output_grad(const std::string& name, surgeon::host_matrix_view<const float> g) { add("g:" + name, g); }
+  void add(const std::string& key, surgeon::host_matrix_view<const float> x) {
+    factors.try_emplace(key, x.cols()).first->second.add(ctx, x);
+  }
+  surgeon::host_matrix<double> mean_or_identity(const std::string& key, bool wanted, index_t n) const {
+    if (wanted) return factors.at(key).mean();
+    surgeon::host_matrix<double> identity(n, n);
+    for (index_t i = 0; i < n; ++i) identity(i, i) = 1.0;
+    return identity;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the diagonal methods prune exactly as costs from the full factors would", "[prune][diagonal]") {
+  // The driver takes the diagonal path (diagonal.hpp) for these; the reference is the dense
+  // pipeline: full factor means (identity where the method ignores a factor), cpu::factorize,
+  // cpu::element_costs / row_costs / column_costs, and the same selection.
+  struct config {
+    surgeon::method how;
+    surgeon::structure what;
+    double sparsity;
+  };
+  const std::vector<config> configs = {
+      {surgeon::method::magnitude, surgeon::structure::unstructured, 0.5},
+      {surgeon::method::wanda, surgeon::structure::unstructured, 0.5},
+      {surgeon::method::lobd, surgeon::structure::unstructured, 0.6},
+      {surgeon::method::kobd, surgeon::structure::unstructured, 0.4},
+      {surgeon::method::kobd, surgeon::structure::n_m, 0.5},
+      {surgeon::method::wanda, surgeon::structure::n_m, 0.5},
+      {surgeon::method::magnitude, surgeon::structure::rows_columns, 0.3},
+      {surgeon::method::lobd, surgeon::structure::rows_columns, 0.3},
+  };
+  full_factors data;
+  toy_adapter::feed(data);
+  for (const config& c : configs) {
+    CAPTURE(surgeon::to_string(c.how), static_cast<int>(c.what));
+    REQUIRE(surgeon::uses_diagonals_only(c.how, c.what));
+    toy_adapter model;
+    toy_adapter reference;
+    surgeon::prune_options options;
+    options.how = c.how;
+    options.what = c.what;
+    options.sparsity = c.sparsity;
+    options.shots = 1;
+    surgeon::prune(model, options);
+
+    const bool needs_a = c.how != surgeon::method::magnitude;
+    const bool needs_g = c.how == surgeon::method::kobd;
+    std::vector<surgeon::host_matrix<double>> costs;
+    std::vector<std::vector<double>> row_costs;
+    std::vector<std::vector<double>> col_costs;
+    std::vector<surgeon::prunable_matrix> matrices = reference.matrices();
+    for (const surgeon::prunable_matrix& m : matrices) {
+      const surgeon::host_matrix_view<const float> w(m.weight);
+      const auto g = data.mean_or_identity("g:" + m.name, needs_g, w.rows());
+      const auto a = data.mean_or_identity("a:" + m.input_key, needs_a, w.cols());
+      const auto curvature = surgeon::cpu::factorize(data.ctx, g.view(), a.view(), options.damp, w);
+      if (c.what == surgeon::structure::rows_columns) {
+        row_costs.push_back(surgeon::cpu::row_costs(data.ctx, c.how, curvature, w));
+        col_costs.push_back(surgeon::cpu::column_costs(data.ctx, c.how, curvature, w));
+      } else {
+        costs.push_back(surgeon::cpu::element_costs(data.ctx, c.how, curvature, w));
+      }
+    }
+    std::vector<surgeon::mask> masks;
+    if (c.what == surgeon::structure::rows_columns) {
+      masks = surgeon::select_rows_columns(row_costs, col_costs, c.sparsity).masks;
+    } else {
+      std::vector<surgeon::host_matrix_view<const double>> views;
+      for (const auto& m : costs) views.push_back(m.view());
+      masks = c.what == surgeon::structure::n_m ? surgeon::select_nm(views, options.pattern, c.sparsity).masks
+              : c.how == surgeon::method::wanda ? surgeon::select_per_row(views, c.sparsity).masks
+                                                : surgeon::select_unstructured(views, c.sparsity).masks;
+    }
+    for (std::size_t k = 0; k < matrices.size(); ++k) masks[k].apply(matrices[k].weight);
+    CHECK(reference.zeros() > 0);
+    CHECK(model.w_a == reference.w_a);
+    CHECK(model.w_b == reference.w_b);
+    CHECK(model.w_c == reference.w_c);
+  }
+}
+
 TEST_CASE("estimate_working_bytes counts accumulators, factors and costs", "[prune][memory]") {
   toy_adapter model;  // a, b: [12, 16] reading "in"; c: [8, 12] reading "mid"
   const auto matrices = model.matrices();
@@ -358,13 +455,20 @@ TEST_CASE("estimate_working_bytes counts accumulators, factors and costs", "[pru
   // Rows-cols keeps costs per row and column: 28 + 28 + 20.
   options.what = surgeon::structure::rows_columns;
   CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (752 + 2016 + 76) * sizeof(double));
-  // Without an update nothing is kept for a second pass.
-  options.what = surgeon::structure::unstructured;
+  // Without an update nothing is kept for a second pass: K-OBD rows-cols, the full factors of
+  // one matrix at a time.
   options.how = surgeon::method::kobd;
-  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (752 + 800 + 480) * sizeof(double));
-  // Wanda: A only.
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (752 + 800 + 76) * sizeof(double));
+  // The diagonal methods hold factor diagonals only and factorise nothing: K-OBD unstructured
+  // accumulates diag A of "in" and "mid" (16 + 12) and diag G of a, b, c (12 + 12 + 8).
+  options.what = surgeon::structure::unstructured;
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (28 + 32 + 480) * sizeof(double));
+  // Wanda: diag A only.
   options.how = surgeon::method::wanda;
-  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (400 + 800 + 480) * sizeof(double));
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (28 + 480) * sizeof(double));
+  // Magnitude: the costs alone.
+  options.how = surgeon::method::magnitude;
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == 480 * sizeof(double));
 }
 
 TEST_CASE("memory_budget picks the largest group size that fits", "[prune][memory]") {

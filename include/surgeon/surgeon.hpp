@@ -12,6 +12,7 @@
 #include <surgeon/adapter.hpp>
 #include <surgeon/config.hpp>
 #include <surgeon/curvature.hpp>
+#include <surgeon/diagonal.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/io/safetensors.hpp>
 #include <surgeon/kfac.hpp>

@@ -71,6 +71,8 @@ class prune_backend {
     return cpu::element_costs(ctx_, how, c, w);
   }
   costs zero_costs(index_t rows, index_t cols) const { return host_matrix<double>(rows, cols); }
+  /// Costs computed on the host (the diagonal methods'), as they are.
+  costs host_costs(host_matrix<double> c) const { return c; }
   std::vector<double> row_costs(method how, const curvature& c, host_matrix_view<const float> w) {
     return cpu::row_costs(ctx_, how, c, w);
   }

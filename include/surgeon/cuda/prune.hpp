@@ -126,6 +126,17 @@ class prune_backend {
     }
     return result;
   }
+  /// Costs computed on the host (the diagonal methods'): uploaded for the device radix select, or
+  /// kept on the host with `costs_on_host`.
+  costs host_costs(host_matrix<double> c) const {
+    costs result{{}, {}, c.rows(), c.cols()};
+    if (options_.costs_on_host) {
+      result.host_values = c.values();
+    } else {
+      result.values = device_buffer<double>(*ctx_, c.values());  // waits for the copy
+    }
+    return result;
+  }
   costs zero_costs(index_t rows, index_t cols) const {
     costs result{{}, {}, rows, cols};
     if (options_.costs_on_host) {

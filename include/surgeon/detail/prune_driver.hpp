@@ -29,6 +29,7 @@
 #pragma once
 
 #include <surgeon/curvature.hpp>
+#include <surgeon/diagonal.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/mask.hpp>
 #include <surgeon/select.hpp>
@@ -66,6 +67,21 @@ class factor_sink {
   virtual bool contains(const std::string& key) const = 0;
   /// Adds the token rows `x` [tokens, dim] to the accumulator of `key`.
   virtual void add(const std::string& key, host_matrix_view<const float> x) = 0;
+};
+
+/// @brief Host accumulators of factor diagonals for the diagonal methods (`uses_diagonals_only`),
+/// the same on every backend: O(tokens·dim) per batch, `dim` doubles per key.
+class diagonal_store final : public factor_sink {
+ public:
+  void define(const std::string& key, index_t dim) {
+    if (accumulators_.count(key) == 0) accumulators_.emplace(key, diagonal_accumulator(dim));
+  }
+  bool contains(const std::string& key) const override { return accumulators_.count(key) != 0; }
+  void add(const std::string& key, host_matrix_view<const float> x) override { accumulators_.at(key).add(x); }
+  const diagonal_accumulator& at(const std::string& key) const { return accumulators_.at(key); }
+
+ private:
+  std::map<std::string, diagonal_accumulator> accumulators_;
 };
 
 }  // namespace detail
@@ -154,9 +170,10 @@ struct prune_options {
 };
 
 /// @brief The working memory of one shot in bytes, for groups of `group_size` matrices (0 = all at
-/// once): the K-FAC accumulators of a group (one A per input key, one G per matrix, double), the
-/// damped factors and their inverses (double Ĝ, Ĝ⁻¹, Â, Â⁻¹ per matrix: of every matrix when one
-/// group holds them all for the update, else of one matrix at a time), and the costs of every
+/// once): the K-FAC accumulators of a group (one A per input key, one G per matrix, double; their
+/// diagonals alone for the diagonal methods, `uses_diagonals_only`), the damped factors and their
+/// inverses (double Ĝ, Ĝ⁻¹, Â, Â⁻¹ per matrix: of every matrix when one group holds them all for
+/// the update, else of one matrix at a time; none for the diagonal methods), and the costs of every
 /// matrix until the threshold (8 bytes per weight; per row and column for rows-cols). It leaves
 /// out the model itself, the adapter's calibration buffers and each update's transient solver
 /// buffers. The same on both backends (host memory on the CPU, device memory on CUDA, where
@@ -169,7 +186,10 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
   const bool needs_g = options.how == method::kobd || options.how == method::llm_surgeon;
   const bool updates = options.how == method::llm_surgeon && options.update;
   const bool keep_all = updates && size >= count;
-  const auto square = [](index_t n) { return static_cast<double>(n) * static_cast<double>(n); };
+  const bool diagonal = uses_diagonals_only(options.how, options.what);
+  const auto square = [diagonal](index_t n) {
+    return diagonal ? static_cast<double>(n) : static_cast<double>(n) * static_cast<double>(n);
+  };
   double costs = 0.0;
   double largest_curvature = 0.0;
   double all_curvature = 0.0;
@@ -183,9 +203,11 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
       const index_t cols = m.weight.cols();
       if (needs_a && inputs.insert(m.input_key).second) state += square(cols);
       if (needs_g) state += square(rows);
-      // SparseGPT factors H = A in place of the Kronecker pair: about three C² per matrix.
-      const double curvature =
-          options.how == method::sparsegpt ? 3.0 * square(cols) : 2.0 * square(rows) + 2.0 * square(cols);
+      // SparseGPT factors H = A in place of the Kronecker pair: about three C² per matrix. The
+      // diagonal methods factorise nothing.
+      const double curvature = diagonal                           ? 0.0
+                               : options.how == method::sparsegpt ? 3.0 * square(cols)
+                                                                  : 2.0 * square(rows) + 2.0 * square(cols);
       largest_curvature = std::max(largest_curvature, curvature);
       all_curvature += curvature;
       if (options.how != method::sparsegpt) {
@@ -250,8 +272,9 @@ struct has_evaluate<A, std::void_t<decltype(std::declval<A&>().evaluate())>> : s
 ///   `diagonal(const store&, key)` (the accumulated diagonal, host, for the dead-layer test);
 /// - `curvature` (with `g.report()` and `a.report()`), made by
 ///   `factorize(store&, g_key, a_key, weights, damping)` (an empty key means the identity factor);
-/// - `costs` (one matrix's element costs) from `element_costs(method, curvature, weights)` or
-///   `zero_costs(rows, cols)`; `row_costs` / `column_costs` returning host vectors;
+/// - `costs` (one matrix's element costs) from `element_costs(method, curvature, weights)`,
+///   `zero_costs(rows, cols)` or `host_costs(host_matrix<double>)` (costs computed on the host,
+///   those of the diagonal methods); `row_costs` / `column_costs` returning host vectors;
 /// - `select_unstructured`, `select_per_row`, `select_nm` over `std::vector<costs>` (results as
 ///   select.hpp);
 /// - `update_rows_columns`, `obs_update`, `obs_update_full` and `sparsegpt` on the host weights.
@@ -346,7 +369,31 @@ class basic_pruning_session {
     std::vector<std::vector<double>> col_costs(matrices.size());
     std::map<std::size_t, curvature_type> kept;
     const bool keep_curvature = updates && groups.size() == 1;
+    const bool diagonal = uses_diagonals_only(options_.how, options_.what);
     for (const auto& group : groups) {
+      if (diagonal) {
+        // Factor diagonals only, accumulated on the host whatever the backend; no factorisation.
+        detail::diagonal_store store;
+        calibrate_into(
+            store, matrices, group, t, needs_a, needs_g,
+            [&store](const std::string& key, index_t dim) { store.define(key, dim); },
+            [&store](const std::string& key) { return store.at(key).empty(); });
+        for (const std::size_t k : group) {
+          const prunable_matrix& m = matrices[k];
+          const host_matrix_view<const float> w(m.weight);
+          const diagonal_curvature curvature = make_diagonal_curvature(
+              needs_g ? store.at("g:" + m.name).mean() : std::vector<double>(),
+              needs_a ? store.at("a:" + m.input_key).mean() : std::vector<double>(), w);
+          if (curvature.dead.live_rows.empty() || curvature.dead.live_cols.empty()) dead_.insert(k);
+          if (options_.what == structure::rows_columns) {
+            row_costs[k] = diagonal_row_costs(options_.how, curvature, w);
+            col_costs[k] = diagonal_column_costs(options_.how, curvature, w);
+          } else {
+            element_costs[k] = backend_.host_costs(diagonal_element_costs(options_.how, curvature, w));
+          }
+        }
+        continue;
+      }
       const std::unique_ptr<store_type> store = calibrate(matrices, group, t, needs_a, needs_g);
       for (const std::size_t k : group) {
         const prunable_matrix& m = matrices[k];
@@ -441,25 +488,38 @@ class basic_pruning_session {
                                                      const std::vector<std::size_t>& group, int shot,
                                                      bool needs_a, bool needs_g) {
     std::unique_ptr<typename Backend::store> store = backend_.make_store();
-    if (!needs_a && !needs_g) return store;
+    typename Backend::store& s = *store;
+    calibrate_into(
+        s, matrices, group, shot, needs_a, needs_g,
+        [this, &s](const std::string& key, index_t dim) { backend_.define(s, key, dim); },
+        [this, &s](const std::string& key) { return backend_.empty(s, key); });
+    return store;
+  }
+
+  // One calibration pass into `sink` for the matrices of `group`: defines their keys, runs the
+  // adapter, and checks that every matrix was fed (nothing to do when no factor is needed).
+  template <typename Define, typename Empty>
+  void calibrate_into(detail::factor_sink& sink_store, const std::vector<prunable_matrix>& matrices,
+                      const std::vector<std::size_t>& group, int shot, bool needs_a, bool needs_g,
+                      const Define& define, const Empty& empty) {
+    if (!needs_a && !needs_g) return;
     for (const std::size_t k : group) {
       const prunable_matrix& m = matrices[k];
-      if (needs_a) backend_.define(*store, "a:" + m.input_key, m.weight.cols());
-      if (needs_g) backend_.define(*store, "g:" + m.name, m.weight.rows());
+      if (needs_a) define("a:" + m.input_key, m.weight.cols());
+      if (needs_g) define("g:" + m.name, m.weight.rows());
     }
-    calibration_sink sink(*store, needs_a, needs_g);
+    calibration_sink sink(sink_store, needs_a, needs_g);
     adapter_.calibrate(sink, shot);
     for (const std::size_t k : group) {
       const prunable_matrix& m = matrices[k];
-      if (needs_a && backend_.empty(*store, "a:" + m.input_key)) {
+      if (needs_a && empty("a:" + m.input_key)) {
         SURGEON_THROW(logic_error, "prune: the calibration pass fed no input for '{}' (key '{}')", m.name,
                       m.input_key);
       }
-      if (needs_g && backend_.empty(*store, "g:" + m.name)) {
+      if (needs_g && empty("g:" + m.name)) {
         SURGEON_THROW(logic_error, "prune: the calibration pass fed no output gradient for '{}'", m.name);
       }
     }
-    return store;
   }
 
   // True when every row or every column of the matrix is dead: zero weights, or zero diagonal of
@@ -478,7 +538,8 @@ class basic_pruning_session {
     return dead.live_rows.empty() || dead.live_cols.empty();
   }
 
-  // The layer's curvature: G = I when the method ignores it (its costs then use A alone).
+  // The layer's curvature from its accumulated factors (an identity for a factor not accumulated;
+  // the methods that reach here — K-OBD rows-cols, LLM Surgeon — use both).
   typename Backend::curvature curvature_of(typename Backend::store& store, const prunable_matrix& m,
                                            bool needs_a, bool needs_g, shot_report& report) {
     typename Backend::curvature curvature = backend_.factorize(

@@ -7,13 +7,16 @@
 // number of chunks) and report per-chunk time and the extrapolation to the whole layer.
 // BM_llm_surgeon_unstructured times costs + selection + the sparse-row update of a whole layer;
 // BM_obs_update_full the whole-mask PCG solve; BM_structured_rows_cols the 30 % rows + columns
-// pruning; BM_sparsegpt SparseGPT at 50 % on the same layer. "loss" is the damped-Fisher loss
-// ½ tr(ΔᵀĜΔÂ) of the change (lower is better; equal between forms of the same update).
+// pruning; BM_sparsegpt SparseGPT at 50 % on the same layer; BM_kobd_costs_dense / _diagonal a
+// K-OBD layer's costs from calibration rows with full factors and with their diagonals alone. "loss" is the
+// damped-Fisher loss ½ tr(ΔᵀĜΔÂ) of the change (lower is better; equal between forms of the same update).
 #include <surgeon/surgeon.hpp>
 
 #include <benchmark/benchmark.h>
 #include <Eigen/Dense>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <random>
@@ -213,7 +216,79 @@ void BM_sparsegpt(benchmark::State& state) {
   state.counters["loss"] = damped_fisher_loss(f, w);
 }
 
+// K-OBD costs of one layer from `tokens` calibration rows, the way the driver computed them before
+// the diagonal path (Diagonal = false: full factor accumulators, cpu::factorize, element_costs) and
+// now (Diagonal = true: diagonal_accumulator, diagonal_element_costs). The two give the same costs
+// up to rounding ("max_rel_diff", computed once outside the timing).
+template <bool Diagonal>
+void kobd_layer_costs(benchmark::State& state) {
+  const index_t rows = state.range(0);
+  const index_t cols = state.range(1);
+  const index_t tokens = state.range(2);
+  const std::vector<float> x = correlated_tokens(tokens, cols, 4u);
+  const std::vector<float> gy = correlated_tokens(tokens, rows, 5u);
+  std::mt19937 engine(6);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> weights(static_cast<std::size_t>(rows * cols));
+  for (float& v : weights) v = normal(engine);
+  const surgeon::host_matrix_view<const float> w(weights.data(), rows, cols);
+  surgeon::cpu::context cpu;
+  const auto x_view = surgeon::make_host_matrix_view(x, tokens, cols);
+  const auto gy_view = surgeon::make_host_matrix_view(gy, tokens, rows);
+  const auto dense_costs = [&] {
+    surgeon::factor_accumulator<double> a(cols);
+    surgeon::factor_accumulator<double> g(rows);
+    a.add(cpu, x_view);
+    g.add(cpu, gy_view);
+    const auto curvature = surgeon::cpu::factorize(cpu, g, a, surgeon::damping{0.1, 0.01}, w);
+    return surgeon::cpu::element_costs(cpu, surgeon::method::kobd, curvature, w);
+  };
+  const auto diagonal_costs = [&] {
+    surgeon::diagonal_accumulator a(cols);
+    surgeon::diagonal_accumulator g(rows);
+    a.add(x_view);
+    g.add(gy_view);
+    const auto curvature = surgeon::make_diagonal_curvature(g.mean(), a.mean(), w);
+    return surgeon::diagonal_element_costs(surgeon::method::kobd, curvature, w);
+  };
+  surgeon::host_matrix<double> costs;
+  for (auto _ : state) {
+    costs = Diagonal ? diagonal_costs() : dense_costs();
+    benchmark::DoNotOptimize(costs.data());
+  }
+  const surgeon::host_matrix<double> other = Diagonal ? dense_costs() : diagonal_costs();
+  double worst = 0.0;
+  for (index_t k = 0; k < costs.size(); ++k) {
+    const double scale = std::max(std::abs(other.data()[k]), 1e-300);
+    worst = std::max(worst, std::abs(costs.data()[k] - other.data()[k]) / scale);
+  }
+  state.counters["max_rel_diff"] = worst;
+}
+void BM_kobd_costs_dense(benchmark::State& state) {
+  kobd_layer_costs<false>(state);
+}
+void BM_kobd_costs_diagonal(benchmark::State& state) {
+  kobd_layer_costs<true>(state);
+}
+
 }  // namespace
+
+// {rows, cols, tokens}: SmolLM2's MLP down projection (576 x 1536), a 4096² projection and a 7B
+// Llama's down projection (4096 x 11008), each from 2048 calibration tokens.
+BENCHMARK(BM_kobd_costs_dense)
+    ->Args({576, 1536, 2048})
+    ->Args({4096, 4096, 2048})
+    ->Args({4096, 11008, 2048})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(1);
+BENCHMARK(BM_kobd_costs_diagonal)
+    ->Args({576, 1536, 2048})
+    ->Args({4096, 4096, 2048})
+    ->Args({4096, 11008, 2048})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(1);
 
 // {rows, cols, timed rows}: 1536 x 576 has 6 rows (1728 entries) per 2000-entry chunk; in
 // 4096 x 4096 each row (2048 entries) is a chunk of its own.

@@ -2,6 +2,8 @@
 /// @brief `cpu::prune_backend`: the CPU policy of the multi-shot driver (`basic_pruning_session`,
 /// detail/prune_driver.hpp). Factors accumulate in a host `factor_bank<double>`, curvature, costs,
 /// selection, updates and SparseGPT run on the CPU backend, in place on the adapter's weights.
+/// (The diagonal methods never reach the store or `factorize`: the driver accumulates their factor
+/// diagonals itself, surgeon/diagonal.hpp, and hands their costs over through `host_costs`.)
 #pragma once
 
 #include <surgeon/cpu/context.hpp>

@@ -8,6 +8,11 @@
 /// for its update, and the updated weights are copied back into the adapter's buffers. Curvature,
 /// costs, the global threshold (CUB), the updates and SparseGPT run on the device.
 ///
+/// The diagonal methods (magnitude, Wanda, L-OBD, K-OBD but rows-cols; surgeon/diagonal.hpp)
+/// accumulate only factor diagonals, on the host, and compute their costs there (O(R·C) per
+/// matrix); the costs are then uploaded for the device threshold (or stay on the host with
+/// `costs_on_host`). Everything below concerns SparseGPT, K-OBD rows-cols and LLM Surgeon.
+///
 /// Device memory during a shot: the K-FAC accumulators of the current group (double, R² + C² per
 /// matrix, A shared by input key) and one staging area (two of the largest calibration batch,
 /// also pinned on the host); the damped factors of every matrix of the group whose update

@@ -243,15 +243,15 @@ inline int choose_group_size(const std::vector<prunable_matrix>& matrices, const
 
 /// @brief What one shot did.
 struct shot_report {
-  int shot = 0;                      ///< 1-based
-  double target_sparsity = 0.0;      ///< t·s/T
-  double achieved_sparsity = 0.0;    ///< zeros / parameters over the prunable matrices
-  index_t removed = 0;               ///< weights selected this shot (cumulative zeros included)
-  double seconds = 0.0;              ///< wall time of the shot (calibration included)
+  int shot = 0;                    ///< 1-based
+  double target_sparsity = 0.0;    ///< t·s/T
+  double achieved_sparsity = 0.0;  ///< zeros / parameters over the prunable matrices
+  index_t removed = 0;             ///< weights selected this shot (cumulative zeros included)
+  double seconds = 0.0;            ///< wall time of the shot (calibration included)
   /// Largest λ_G used after escalation (0 when nothing was damped: SparseGPT, whose damping is its
   /// own, and the diagonal methods, whose costs use undamped diagonals).
   double max_lambda_g = 0.0;
-  double max_lambda_a = 0.0;  ///< largest λ_A used after escalation (0 as for `max_lambda_g`)
+  double max_lambda_a = 0.0;         ///< largest λ_A used after escalation (0 as for `max_lambda_g`)
   int escalations = 0;               ///< total damping escalations
   int group_size = 0;                ///< matrices per group used (0 = all at once; see memory_budget)
   std::optional<double> evaluation;  ///< adapter.evaluate() after the shot, when it has one

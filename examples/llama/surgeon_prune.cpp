@@ -634,6 +634,13 @@ int main(int argc, char** argv) {
           .integer("unpruned_parameters", c.unpruned)
           .integer("parameters", c.prunable + c.unpruned);
       if (o.shape.what == surgeon::structure::rows_columns) j.integer("shrunk_parameters", c.shrunk);
+      const llama::calibration_counts& work = adapter.calibration_work();
+      json_object calibration("    ");
+      calibration.integer("passes", work.passes)
+          .integer("forward_batches", work.forward_batches)
+          .integer("backward_batches", work.backward_batches)
+          .integer("blocks", work.blocks);
+      j.raw("calibration", calibration.str("  "));
       j.number("seconds", seconds).number("peak_rss_mb", peak_rss_mb()).raw("per_shot", shots);
       write_file(o.report_path, j.str() + "\n");
     }
@@ -642,6 +649,9 @@ int main(int argc, char** argv) {
         "seconds={:.2f} peak_rss_mb={:.1f}\n",
         surgeon::to_string(o.how), o.shape.name, o.density, o.shots, o.nsamples, seqlen, o.seed,
         o.device_name, seconds, peak_rss_mb());
+    const llama::calibration_counts& work = adapter.calibration_work();
+    fmt::print("calibration passes={} forward_batches={} backward_batches={} blocks={}\n", work.passes,
+               work.forward_batches, work.backward_batches, work.blocks);
     fmt::print(
         "\n| model  | method       | structure    | density | perplexity |\n"
         "|--------|--------------|--------------|---------|------------|\n"

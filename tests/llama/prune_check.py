@@ -6,7 +6,8 @@
 Cases:
   compare-unstructured, compare-2:4  LLM Surgeon at 50 % gives a lower perplexity than magnitude
   density                            achieved density = target within one block / one row; a small
-                                     --memory-budget makes the driver group the matrices
+                                     --memory-budget makes the driver group the matrices; L-OBD
+                                     calibrates by forward passes only, LLM Surgeon by backward
   determinism                        two runs with one seed write byte-identical files
   refuse                             --out equal to the input is refused (exit 2); bad flags exit 2
   cuda                               --device cuda against --device cpu, every method and structure
@@ -161,7 +162,9 @@ def case_compare(args, structure):
 
 
 def case_density(args):
+    runs = {}
     for name, extra in [("density_unstructured", ["--method", "llm-surgeon", "--density", "0.7", "--shots", "2"]),
+                        ("density_lobd", ["--method", "lobd", "--density", "0.6", "--shots", "2"]),
                         ("density_2_4", ["--method", "llm-surgeon", "--structure", "2:4", "--density", "0.7",
                                          "--shots", "2"]),
                         ("density_magnitude_2_4", ["--method", "magnitude", "--structure", "2:4",
@@ -170,7 +173,19 @@ def case_density(args):
                                                "--density", "0.8", "--shots", "4"]),
                         ("density_magnitude_rows_cols", ["--method", "magnitude", "--structure", "rows-cols",
                                                          "--density", "0.9", "--shots", "1"])]:
-        full_run(args, name, extra)
+        runs[name] = full_run(args, name, extra)[1]
+    # Calibration: L-OBD needs no gradient (forward passes only, one per shot), LLM Surgeon runs the
+    # backward pass, magnitude calibrates nothing.
+    lobd = runs["density_lobd"]["calibration"]
+    surgeon = runs["density_unstructured"]["calibration"]
+    magnitude = runs["density_magnitude_2_4"]["calibration"]
+    if not (lobd["passes"] == 2 and lobd["forward_batches"] > 0 and lobd["backward_batches"] == 0):
+        fail(f"lobd calibrated with {lobd}, expected forward passes only")
+    if not (surgeon["passes"] > 0 and surgeon["forward_batches"] == 0 and surgeon["backward_batches"] > 0):
+        fail(f"llm-surgeon calibrated with {surgeon}, expected backward passes")
+    if magnitude["passes"] != 0:
+        fail(f"magnitude calibrated with {magnitude}, expected nothing")
+    print(f"  calibration: lobd {lobd}, llm-surgeon {surgeon}")
     # A working-memory budget below the all-at-once estimate (20 MB here) makes the driver group
     # the matrices; the result is still exact in count and read back.
     _, budgeted = full_run(args, "density_budget", ["--method", "llm-surgeon", "--density", "0.6", "--shots", "1",

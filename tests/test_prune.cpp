@@ -4,10 +4,12 @@
 #include <surgeon/prune.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/catch.hpp"
@@ -105,6 +107,107 @@ TEST_CASE("every method reaches the target sparsity shot by shot", "[prune]") {
     CHECK(model.zeros() == static_cast<index_t>(reports.back().achieved_sparsity * total + 0.5));
     CHECK(model.calibrations == (how == surgeon::method::magnitude ? 0 : 3));
   }
+}
+
+namespace {
+
+// The toy model with a calibration pass and an evaluation that take known minimum times.
+struct slow_adapter : toy_adapter {
+  static constexpr std::chrono::milliseconds calibration_time{25};
+  static constexpr std::chrono::milliseconds evaluation_time{15};
+  void calibrate(surgeon::calibration_sink& sink, int shot) {
+    std::this_thread::sleep_for(calibration_time);
+    toy_adapter::calibrate(sink, shot);
+  }
+  double evaluate() {
+    std::this_thread::sleep_for(evaluation_time);
+    return 1.0;
+  }
+};
+
+// The CPU backend made to look asynchronous: each matrix's element costs leave 20 ms of "queued
+// work" that only synchronize() waits for, so it is timed as costs only if the driver
+// synchronises at the end of the cost phase.
+struct queued_costs_backend : surgeon::cpu::prune_backend {
+  static constexpr std::chrono::milliseconds queued_per_matrix{20};
+  std::chrono::milliseconds queued{0};
+  int synchronisations = 0;
+  costs element_costs(surgeon::method how, const curvature& c, surgeon::host_matrix_view<const float> w) {
+    queued += queued_per_matrix;
+    return surgeon::cpu::prune_backend::element_costs(how, c, w);
+  }
+  void synchronize() {
+    std::this_thread::sleep_for(queued);
+    queued = std::chrono::milliseconds{0};
+    ++synchronisations;
+  }
+};
+
+double seconds(std::chrono::milliseconds ms) {
+  return std::chrono::duration<double>(ms).count();
+}
+
+double sum(const surgeon::shot_timings& t) {
+  return t.calibration + t.curvature + t.costs + t.selection + t.update + t.evaluation;
+}
+
+}  // namespace
+
+TEST_CASE("shot timings: every phase counted once, calibration and evaluation where they ran",
+          "[prune][timing]") {
+  const double calibration = seconds(slow_adapter::calibration_time);
+  const double evaluation = seconds(slow_adapter::evaluation_time);
+  struct run {
+    surgeon::method how;
+    int group_size;
+    int passes;  // calibration passes per shot
+  };
+  for (const run r : {run{surgeon::method::magnitude, 0, 0}, run{surgeon::method::wanda, 0, 1},
+                      run{surgeon::method::sparsegpt, 0, 1}, run{surgeon::method::llm_surgeon, 0, 1},
+                      run{surgeon::method::llm_surgeon, 1, 6}}) {
+    CAPTURE(surgeon::to_string(r.how), r.group_size);
+    slow_adapter model;
+    surgeon::prune_options options;
+    options.how = r.how;
+    options.shots = 2;
+    options.group_size = r.group_size;
+    const auto reports = surgeon::prune(model, options);
+    REQUIRE(reports.size() == 2);
+    CHECK(model.calibrations == 2 * r.passes);
+    for (const surgeon::shot_report& report : reports) {
+      const surgeon::shot_timings& t = report.timings;
+      for (const double phase : {t.calibration, t.curvature, t.costs, t.selection, t.update, t.evaluation})
+        CHECK(phase >= 0.0);
+      CHECK(sum(t) == Approx(report.seconds).epsilon(1e-9));
+      CHECK(t.calibration >= r.passes * calibration);
+      if (r.passes == 0) CHECK(t.calibration < calibration);  // no pass ran
+      CHECK(t.evaluation >= evaluation);
+      CHECK(t.calibration + t.evaluation < report.seconds);
+      CHECK(t.update > 0.0);
+      if (r.how == surgeon::method::sparsegpt) {
+        CHECK(t.curvature == 0.0);
+        CHECK(t.costs == 0.0);
+        CHECK(t.selection == 0.0);
+      } else {
+        CHECK(t.costs > 0.0);
+        CHECK(t.selection > 0.0);
+      }
+    }
+  }
+}
+
+TEST_CASE("shot timings: a backend's queued work is timed in the phase that queued it", "[prune][timing]") {
+  slow_adapter model;
+  surgeon::prune_options options;
+  options.how = surgeon::method::llm_surgeon;
+  surgeon::basic_pruning_session<slow_adapter, queued_costs_backend> session(model, options);
+  const surgeon::shot_report report = session.shot(1);
+  const surgeon::shot_timings& t = report.timings;
+  CHECK(t.costs >= 3 * seconds(queued_costs_backend::queued_per_matrix));
+  CHECK(sum(t) == Approx(report.seconds).epsilon(1e-9));
+  // Without the synchronisation the queued 60 ms would fall in the selection or the update phase;
+  // with it, they hold less than one matrix's worth between them (they never wait for it).
+  CHECK(t.selection + t.update < t.costs);
 }
 
 TEST_CASE("weights pruned in an earlier shot stay exactly zero", "[prune]") {

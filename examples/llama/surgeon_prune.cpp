@@ -461,17 +461,33 @@ options parse_flags(int argc, char** argv) {
 }
 
 std::string shot_json(const surgeon::shot_report& r) {
+  json_object timings("        ");
+  timings.number("calibration", r.timings.calibration)
+      .number("curvature", r.timings.curvature)
+      .number("costs", r.timings.costs)
+      .number("selection", r.timings.selection)
+      .number("update", r.timings.update)
+      .number("evaluation", r.timings.evaluation);
   json_object o("      ");
   o.integer("shot", r.shot)
       .number("target_sparsity", r.target_sparsity)
       .number("achieved_sparsity", r.achieved_sparsity)
       .integer("removed", r.removed)
       .number("seconds", r.seconds)
+      .raw("timings", timings.str("      "))
       .number("max_lambda_g", r.max_lambda_g)
       .number("max_lambda_a", r.max_lambda_a)
       .integer("escalations", r.escalations)
       .number("ppl", r.evaluation ? *r.evaluation : std::nan(""));
   return o.str("    ");
+}
+
+// "phases calibration=… curvature=… …" in seconds, for one shot or summed over shots.
+std::string phases_line(const surgeon::shot_timings& t) {
+  return fmt::format(
+      "phases calibration={:.2f} curvature={:.2f} costs={:.2f} selection={:.2f} update={:.2f} "
+      "evaluation={:.2f}",
+      t.calibration, t.curvature, t.costs, t.selection, t.update, t.evaluation);
 }
 
 }  // namespace
@@ -562,10 +578,11 @@ int main(int argc, char** argv) {
     const auto on_shot = [&](const surgeon::shot_report& r) {
       const std::string line = fmt::format(
           "shot {}/{} target_sparsity={:.4f} achieved_sparsity={:.4f} seconds={:.2f} lambda_g={:.3g} "
-          "lambda_a={:.3g} escalations={}{}",
+          "lambda_a={:.3g} escalations={}{}\n  {}",
           r.shot, po.shots, r.target_sparsity, r.achieved_sparsity, r.seconds, r.max_lambda_g, r.max_lambda_a,
           r.escalations,
-          r.evaluation && std::isfinite(*r.evaluation) ? fmt::format(" ppl={:.6f}", *r.evaluation) : "");
+          r.evaluation && std::isfinite(*r.evaluation) ? fmt::format(" ppl={:.6f}", *r.evaluation) : "",
+          phases_line(r.timings));
       if (tty)
         bar.update(r.shot, fmt::format("sparsity {:.4f} ({:.1f} s)", r.achieved_sparsity, r.seconds));
       else
@@ -652,6 +669,16 @@ int main(int argc, char** argv) {
     const llama::calibration_counts& work = adapter.calibration_work();
     fmt::print("calibration passes={} forward_batches={} backward_batches={} blocks={}\n", work.passes,
                work.forward_batches, work.backward_batches, work.blocks);
+    surgeon::shot_timings all;  // every shot's phases, summed
+    for (const surgeon::shot_report& r : reports) {
+      all.calibration += r.timings.calibration;
+      all.curvature += r.timings.curvature;
+      all.costs += r.timings.costs;
+      all.selection += r.timings.selection;
+      all.update += r.timings.update;
+      all.evaluation += r.timings.evaluation;
+    }
+    fmt::print("{} (seconds, all shots)\n", phases_line(all));
     fmt::print(
         "\n| model  | method       | structure    | density | perplexity |\n"
         "|--------|--------------|--------------|---------|------------|\n"

@@ -186,6 +186,25 @@ def case_density(args):
     if magnitude["passes"] != 0:
         fail(f"magnitude calibrated with {magnitude}, expected nothing")
     print(f"  calibration: lobd {lobd}, llm-surgeon {surgeon}")
+    # Shot timings: the phases add up to each shot's seconds; the calibration phase holds the passes
+    # that ran, the evaluation phase the perplexity of the last shot (the only one evaluated).
+    for name, result in runs.items():
+        final = result["per_shot"][-1]["timings"]
+        if not final["evaluation"] > 0:
+            fail(f"{name}: the last shot's evaluation phase took {final['evaluation']} s")
+        for shot in result["per_shot"]:
+            t = shot["timings"]
+            total = sum(t[k] for k in ("calibration", "curvature", "costs", "selection", "update", "evaluation"))
+            if min(t.values()) < 0 or abs(total - shot["seconds"]) > 1e-6 * max(1.0, shot["seconds"]):
+                fail(f"{name} shot {shot['shot']}: phases {t} do not add up to {shot['seconds']} s")
+            if shot["shot"] < result["shots"] and not t["evaluation"] * 10 < final["evaluation"]:
+                fail(f"{name} shot {shot['shot']}: not evaluated, but its evaluation phase took "
+                     f"{t['evaluation']} s against the last shot's {final['evaluation']} s")
+            calibrated = result["calibration"]["passes"] > 0
+            if calibrated and not t["calibration"] > 0:
+                fail(f"{name} shot {shot['shot']}: calibrated, but the calibration phase took {t['calibration']} s")
+    phases = runs["density_unstructured"]["per_shot"][0]["timings"]
+    print("  llm-surgeon shot 1 phases: " + ", ".join(f"{k} {v:.3f} s" for k, v in phases.items()))
     # A working-memory budget below the all-at-once estimate (20 MB here) makes the driver group
     # the matrices; the result is still exact in count and read back.
     _, budgeted = full_run(args, "density_budget", ["--method", "llm-surgeon", "--density", "0.6", "--shots", "1",

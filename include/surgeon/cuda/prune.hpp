@@ -98,6 +98,10 @@ class prune_backend {
 
   explicit prune_backend(context& ctx, prune_backend_options options = {}) : ctx_(&ctx), options_(options) {}
 
+  /// @brief Waits for the work queued on the context's stream (the driver calls it at the end of
+  /// each phase it times, `shot_timings`).
+  void synchronize() const { ctx_->synchronize(); }
+
   std::unique_ptr<store> make_store() const { return std::make_unique<store>(*ctx_); }
   void define(store& s, const std::string& key, index_t dim) const {
     if (s.factors_.count(key) == 0) s.factors_.emplace(key, device_factor_accumulator<double>(*ctx_, dim));

@@ -241,13 +241,33 @@ inline int choose_group_size(const std::vector<prunable_matrix>& matrices, const
       static_cast<double>(options.memory_budget) / 1e6);
 }
 
+/// @brief Wall time of one shot, phase by phase, in seconds. Every moment of the shot is counted
+/// in exactly one phase (the bookkeeping between two phases in the one that follows), so the
+/// phases add up to `shot_report::seconds`. On an asynchronous backend (CUDA) each phase ends with a
+/// synchronisation of the backend's stream, so its device work is counted where it is queued.
+struct shot_timings {
+  /// The adapter's calibration passes (every group's; a grouped LLM Surgeon shot runs two per
+  /// group, one for the costs and one for the update).
+  double calibration = 0.0;
+  /// Factor means, damping, Cholesky inverses and eigendecompositions (for the diagonal methods,
+  /// the diagonals' means and the dead-structure test).
+  double curvature = 0.0;
+  double costs = 0.0;      ///< element, row or column costs of every matrix
+  double selection = 0.0;  ///< the global threshold (per row for Wanda, per group for N:M) and the masks
+  /// The OBS updates and the masking; for SparseGPT its whole per-matrix pass (its Cholesky
+  /// factorisation of H included).
+  double update = 0.0;
+  double evaluation = 0.0;  ///< `adapter.evaluate()`, when the adapter has one
+};
+
 /// @brief What one shot did.
 struct shot_report {
   int shot = 0;                    ///< 1-based
   double target_sparsity = 0.0;    ///< t·s/T
   double achieved_sparsity = 0.0;  ///< zeros / parameters over the prunable matrices
   index_t removed = 0;             ///< weights selected this shot (cumulative zeros included)
-  double seconds = 0.0;            ///< wall time of the shot (calibration included)
+  double seconds = 0.0;            ///< wall time of the shot (calibration and evaluation included)
+  shot_timings timings;            ///< `seconds`, phase by phase
   /// Largest λ_G used after escalation (0 when nothing was damped: SparseGPT, whose damping is its
   /// own, and the diagonal methods, whose costs use undamped diagonals).
   double max_lambda_g = 0.0;
@@ -262,6 +282,10 @@ template <typename A, typename = void>
 struct has_evaluate : std::false_type {};
 template <typename A>
 struct has_evaluate<A, std::void_t<decltype(std::declval<A&>().evaluate())>> : std::true_type {};
+template <typename B, typename = void>
+struct has_synchronize : std::false_type {};
+template <typename B>
+struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())>> : std::true_type {};
 }  // namespace detail
 
 /// @brief Runs the multi-shot schedule on one adapter with one backend. Not copyable; one per
@@ -279,7 +303,9 @@ struct has_evaluate<A, std::void_t<decltype(std::declval<A&>().evaluate())>> : s
 ///   those of the diagonal methods); `row_costs` / `column_costs` returning host vectors;
 /// - `select_unstructured`, `select_per_row`, `select_nm` over `std::vector<costs>` (results as
 ///   select.hpp);
-/// - `update_rows_columns`, `obs_update`, `obs_update_full` and `sparsegpt` on the host weights.
+/// - `update_rows_columns`, `obs_update`, `obs_update_full` and `sparsegpt` on the host weights;
+/// - optionally `synchronize()`: waits for the backend's queued work (called at the end of each
+///   phase of `shot_timings`, so that asynchronous work is timed where it was queued).
 template <typename Adapter, typename Backend>
 class basic_pruning_session {
  public:
@@ -340,6 +366,7 @@ class basic_pruning_session {
     using curvature_type = typename Backend::curvature;
     using costs_type = typename Backend::costs;
     const auto start = std::chrono::steady_clock::now();
+    phase_start_ = start;
     shot_report report;
     report.shot = t;
     report.target_sparsity = options_.sparsity * static_cast<double>(t) / static_cast<double>(options_.shots);
@@ -352,9 +379,11 @@ class basic_pruning_session {
       // Uniform per layer, on the same factors: H = A.
       for (const auto& group : groups) {
         const std::unique_ptr<store_type> store = calibrate(matrices, group, t, true, false);
+        lap(report.timings.calibration);
         for (const std::size_t k : group) {
           const prunable_matrix& m = matrices[k];
           backend_.sparsegpt(*store, "a:" + m.input_key, m.weight, options_, report.target_sparsity);
+          lap(report.timings.update);
         }
       }
       finish(report, matrices, start);
@@ -380,6 +409,7 @@ class basic_pruning_session {
             store, matrices, group, t, needs_a, needs_g,
             [&store](const std::string& key, index_t dim) { store.define(key, dim); },
             [&store](const std::string& key) { return store.at(key).empty(); });
+        lap(report.timings.calibration);
         for (const std::size_t k : group) {
           const prunable_matrix& m = matrices[k];
           const host_matrix_view<const float> w(m.weight);
@@ -387,16 +417,19 @@ class basic_pruning_session {
               needs_g ? store.at("g:" + m.name).mean() : std::vector<double>(),
               needs_a ? store.at("a:" + m.input_key).mean() : std::vector<double>(), w);
           if (curvature.dead.live_rows.empty() || curvature.dead.live_cols.empty()) dead_.insert(k);
+          lap(report.timings.curvature);
           if (options_.what == structure::rows_columns) {
             row_costs[k] = diagonal_row_costs(options_.how, curvature, w);
             col_costs[k] = diagonal_column_costs(options_.how, curvature, w);
           } else {
             element_costs[k] = backend_.host_costs(diagonal_element_costs(options_.how, curvature, w));
           }
+          lap(report.timings.costs);
         }
         continue;
       }
       const std::unique_ptr<store_type> store = calibrate(matrices, group, t, needs_a, needs_g);
+      lap(report.timings.calibration);
       for (const std::size_t k : group) {
         const prunable_matrix& m = matrices[k];
         const host_matrix_view<const float> w(m.weight);
@@ -409,9 +442,11 @@ class basic_pruning_session {
           } else {
             element_costs[k] = backend_.zero_costs(w.rows(), w.cols());
           }
+          lap(report.timings.curvature);
           continue;
         }
         curvature_type curvature = curvature_of(*store, m, needs_a, needs_g, report);
+        lap(report.timings.curvature);
         if (options_.what == structure::rows_columns) {
           row_costs[k] = backend_.row_costs(options_.how, curvature, w);
           col_costs[k] = backend_.column_costs(options_.how, curvature, w);
@@ -419,6 +454,7 @@ class basic_pruning_session {
           element_costs[k] = backend_.element_costs(options_.how, curvature, w);
         }
         if (keep_curvature) kept.emplace(k, std::move(curvature));
+        lap(report.timings.costs);
       }
     }
 
@@ -442,6 +478,7 @@ class basic_pruning_session {
       report.removed = chosen.removed;
     }
     element_costs.clear();
+    lap(report.timings.selection);
 
     // 3. Updates (LLM Surgeon) or plain masking (the baselines).
     if (!updates) {
@@ -449,7 +486,10 @@ class basic_pruning_session {
     } else {
       for (const auto& group : groups) {
         std::unique_ptr<store_type> store;
-        if (!keep_curvature) store = calibrate(matrices, group, t, true, true);
+        if (!keep_curvature) {
+          store = calibrate(matrices, group, t, true, true);
+          lap(report.timings.calibration);
+        }
         for (const std::size_t k : group) {
           const prunable_matrix& m = matrices[k];
           if (dead_.count(k) != 0) {
@@ -458,6 +498,7 @@ class basic_pruning_session {
           }
           curvature_type curvature =
               keep_curvature ? std::move(kept.at(k)) : curvature_of(*store, m, true, true, report);
+          if (!keep_curvature) lap(report.timings.curvature);
           if (options_.what == structure::rows_columns) {
             backend_.update_rows_columns(curvature, m.weight, rows[k], cols[k]);
           } else if (options_.whole_mask) {
@@ -467,6 +508,7 @@ class basic_pruning_session {
           }
           masks[k].apply(m.weight);
           if (keep_curvature) kept.erase(k);  // free each matrix's curvature once it is used
+          lap(report.timings.update);
         }
       }
     }
@@ -564,14 +606,27 @@ class basic_pruning_session {
       total += m.weight.size();
     }
     report.achieved_sparsity = static_cast<double>(zeros) / static_cast<double>(total);
-    if constexpr (detail::has_evaluate<Adapter>::value) report.evaluation = adapter_.evaluate();
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    lap(report.timings.update);
+    if constexpr (detail::has_evaluate<Adapter>::value) {
+      report.evaluation = adapter_.evaluate();
+      lap(report.timings.evaluation);
+    }
+    report.seconds = std::chrono::duration<double>(phase_start_ - start).count();
+  }
+
+  // Adds the time since the last lap to `phase`, once the backend's queued work is done.
+  void lap(double& phase) {
+    if constexpr (detail::has_synchronize<Backend>::value) backend_.synchronize();
+    const auto now = std::chrono::steady_clock::now();
+    phase += std::chrono::duration<double>(now - phase_start_).count();
+    phase_start_ = now;
   }
 
   Adapter& adapter_;
   prune_options options_;
   Backend backend_;
-  std::set<std::size_t> dead_;  // matrices found entirely dead in the current shot
+  std::set<std::size_t> dead_;                         // matrices found entirely dead in the current shot
+  std::chrono::steady_clock::time_point phase_start_;  // end of the last lap (see shot_timings)
 };
 
 }  // namespace surgeon

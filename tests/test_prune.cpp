@@ -4,8 +4,11 @@
 #include <surgeon/prune.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
@@ -13,6 +16,10 @@
 #include <vector>
 
 #include "support/catch.hpp"
+
+#if defined(SURGEON_USE_OPENBLAS)
+#include <cblas.h>
+#endif
 
 using surgeon::index_t;
 
@@ -612,4 +619,152 @@ TEST_CASE("memory_budget picks the largest group size that fits", "[prune][memor
   too_small.memory_budget = bytes(100);
   toy_adapter untouched;
   CHECK_THROWS_AS(surgeon::pruning_session<toy_adapter>(untouched, too_small), surgeon::logic_error);
+}
+
+// ---- several matrices at once (cpu::prune_backend_options::update_threads) -------------------------
+
+TEST_CASE("for_each_concurrently runs every task once, at once, and rethrows the first error",
+          "[prune][parallel]") {
+  using surgeon::cpu::detail::for_each_concurrently;
+  for (const int threads : {1, 2, 3, 8}) {
+    for (const std::size_t count : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{7}}) {
+      CAPTURE(threads, count);
+      std::vector<std::atomic<int>> runs(count);
+      std::atomic<int> running{0};
+      std::atomic<int> most{0};
+      std::vector<std::size_t> order;
+      std::mutex order_mutex;
+      const std::thread::id caller = std::this_thread::get_id();
+      std::atomic<bool> all_on_caller{true};
+      for_each_concurrently(count, threads, [&](std::size_t i) {
+        const int now = ++running;
+        int seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+        if (std::this_thread::get_id() != caller) all_on_caller = false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        ++runs[i];
+        {
+          const std::lock_guard<std::mutex> lock(order_mutex);
+          order.push_back(i);
+        }
+        --running;
+      });
+      for (std::size_t i = 0; i < count; ++i) CHECK(runs[i] == 1);
+      const int expected = static_cast<int>(std::min<std::size_t>(count, static_cast<std::size_t>(threads)));
+      if (threads <= 1 || count <= 1) {
+        CHECK(all_on_caller);
+        std::vector<std::size_t> in_order(count);
+        for (std::size_t i = 0; i < count; ++i) in_order[i] = i;
+        CHECK(order == in_order);
+        CHECK(most <= 1);
+      } else {
+        // Every worker takes a task before the first 10 ms sleep ends (on a loaded machine at least two).
+        CHECK(most >= 2);
+        CHECK(most <= expected);
+      }
+    }
+  }
+  SECTION("an exception stops new tasks and reaches the caller") {
+    std::atomic<int> started{0};
+    CHECK_THROWS_WITH(for_each_concurrently(100, 4,
+                                            [&](std::size_t i) {
+                                              ++started;
+                                              std::this_thread::sleep_for(std::chrono::milliseconds(2));
+                                              if (i == 5) throw surgeon::numerical_error("task 5 failed");
+                                            }),
+                      "task 5 failed");
+    CHECK(started < 100);
+  }
+  CHECK_THROWS_AS(for_each_concurrently(1, -1, [](std::size_t) {}), surgeon::logic_error);
+#if defined(SURGEON_USE_OPENBLAS)
+  SECTION("the BLAS runs single-threaded inside the tasks and gets its thread count back") {
+    openblas_set_num_threads(2);
+    std::atomic<int> inside{0};
+    for_each_concurrently(4, 2,
+                          [&](std::size_t) { inside = std::max(inside.load(), openblas_get_num_threads()); });
+    CHECK(inside == 1);
+    CHECK(openblas_get_num_threads() == 2);
+  }
+#endif
+}
+
+namespace {
+
+// The CPU backend, counting how many updates run at the same time.
+struct overlapping_updates_backend : surgeon::cpu::prune_backend {
+  std::shared_ptr<std::atomic<int>> running = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<std::atomic<int>> most = std::make_shared<std::atomic<int>>(0);
+  explicit overlapping_updates_backend(int threads) : surgeon::cpu::prune_backend({threads}) {}
+  void obs_update(const curvature& c, surgeon::host_matrix_view<float> w, const surgeon::mask& pruned,
+                  surgeon::correlate budget) {
+    const int now = ++*running;
+    int seen = most->load();
+    while (now > seen && !most->compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    surgeon::cpu::prune_backend::obs_update(c, w, pruned, budget);
+    --*running;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("update_threads: matrices updated at once give the weights of one at a time", "[prune][parallel]") {
+  struct config {
+    surgeon::method how;
+    surgeon::structure what;
+    bool whole_mask;
+    int group_size;
+  };
+  for (const config c : {config{surgeon::method::llm_surgeon, surgeon::structure::unstructured, false, 0},
+                         config{surgeon::method::llm_surgeon, surgeon::structure::unstructured, true, 0},
+                         config{surgeon::method::llm_surgeon, surgeon::structure::n_m, false, 0},
+                         config{surgeon::method::llm_surgeon, surgeon::structure::rows_columns, false, 0},
+                         config{surgeon::method::llm_surgeon, surgeon::structure::unstructured, false, 2},
+                         config{surgeon::method::sparsegpt, surgeon::structure::unstructured, false, 0},
+                         config{surgeon::method::sparsegpt, surgeon::structure::unstructured, false, 2}}) {
+    CAPTURE(surgeon::to_string(c.how), static_cast<int>(c.what), c.whole_mask, c.group_size);
+    surgeon::prune_options options;
+    options.how = c.how;
+    options.what = c.what;
+    options.whole_mask = c.whole_mask;
+    options.group_size = c.group_size;
+    options.shots = 2;
+    options.sparsity = c.what == surgeon::structure::rows_columns ? 0.3 : 0.5;
+    toy_adapter one_at_a_time;
+    toy_adapter at_once;
+    surgeon::prune(one_at_a_time, options);
+    const auto reports = surgeon::prune(at_once, options, surgeon::cpu::prune_backend({3}));
+    CHECK(reports.back().achieved_sparsity > 0.0);
+    CHECK(at_once.zeros() == one_at_a_time.zeros());
+    for (const auto& [parallel, serial] :
+         {std::pair{&at_once.w_a, &one_at_a_time.w_a}, std::pair{&at_once.w_b, &one_at_a_time.w_b},
+          std::pair{&at_once.w_c, &one_at_a_time.w_c}}) {
+      for (std::size_t k = 0; k < serial->size(); ++k) {
+        CHECK((*parallel)[k] == Approx((*serial)[k]).margin(1e-6));
+        CHECK(((*parallel)[k] == 0.0f) == ((*serial)[k] == 0.0f));
+      }
+    }
+  }
+}
+
+TEST_CASE("update_threads: the driver's updates overlap when every curvature is in memory",
+          "[prune][parallel]") {
+  surgeon::prune_options options;
+  options.how = surgeon::method::llm_surgeon;
+  for (const int group_size : {0, 1}) {
+    CAPTURE(group_size);
+    options.group_size = group_size;
+    toy_adapter model;
+    overlapping_updates_backend backend(3);
+    surgeon::basic_pruning_session<toy_adapter, overlapping_updates_backend> session(model, options, backend);
+    session.shot(1);
+    if (group_size == 0) {
+      CHECK(*backend.most >= 2);  // three matrices, three threads
+    } else {
+      CHECK(*backend.most == 1);  // grouped: each group's store is freed before the next
+    }
+  }
+  CHECK_THROWS_AS(surgeon::cpu::prune_backend({0}), surgeon::logic_error);
 }

@@ -7,6 +7,7 @@
 //                 [--eval-windows K] [--whole-mask] [--no-update] [--group-size K] [--out-type f32|f16]
 //                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
 //                 [--device cpu|cuda|cuda:N] [--costs-on-host] [--memory-budget auto|0|GB]
+//                 [--update-threads auto|K]
 //
 // With --device cuda the pruning (curvature, costs, selection, updates) runs on the CUDA backend;
 // the model's forward/backward passes (calibration) and the perplexity stay on the CPU runtime.
@@ -29,6 +30,7 @@
 #include <surgeon/mask.hpp>
 #include <surgeon/prune.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -40,6 +42,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/resource.h>
@@ -72,6 +75,8 @@ constexpr const char* usage_text =
     "         [--memory-budget auto|0|GB]  working memory of the pruning (auto: 80 % of the available host\n"
     "                       memory, or of the free device memory with --device cuda; 0: no limit)\n"
     "         [--no-update]  (llm-surgeon: costs and mask only, no OBS update; an ablation)\n"
+    "         [--update-threads auto|K]  cpu: matrices updated at once by llm-surgeon, each with\n"
+    "                       single-threaded BLAS (auto: the hardware threads; 1: one at a time)\n"
     "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
     "         [--eval-every-shot]  [--reseed-per-shot]\n"
     "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n"
@@ -331,6 +336,8 @@ struct options {
   bool whole_mask = false, no_update = false, eval_every_shot = false, reseed_per_shot = false;
   bool costs_on_host = false;
   double memory_budget_gb = -1.0;  ///< -1: auto; 0: no limit
+  long long update_threads = 0;    ///< 0: auto (the hardware threads)
+  bool update_threads_set = false;
   surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f32;
   std::string out_type_name = "f32";
   int cuda_device = -1;  ///< -1: the CPU backend
@@ -410,7 +417,10 @@ options parse_flags(int argc, char** argv) {
       o.eval_windows = parse_integer(flag, value, 1);
     else if (flag == "--group-size")
       o.group_size = parse_integer(flag, value, 0);
-    else if (flag == "--memory-budget") {
+    else if (flag == "--update-threads") {
+      o.update_threads = value == "auto" ? 0 : parse_integer(flag, value, 1);
+      o.update_threads_set = true;
+    } else if (flag == "--memory-budget") {
       if (value == "auto") {
         o.memory_budget_gb = -1.0;
       } else {
@@ -438,6 +448,7 @@ options parse_flags(int argc, char** argv) {
   if (!(o.damp_g > 0.0) || !(o.damp_a > 0.0)) usage("--damp-g and --damp-a must be positive");
   if (o.shots > 10000) usage("--shots is too large");
   if (o.costs_on_host && o.cuda_device < 0) usage("--costs-on-host needs --device cuda");
+  if (o.update_threads_set && o.cuda_device >= 0) usage("--update-threads applies to --device cpu");
 #if !defined(SURGEON_PRUNE_WITH_CUDA)
   if (o.cuda_device >= 0)
     usage("--device " + o.device_name +
@@ -573,6 +584,10 @@ int main(int argc, char** argv) {
                  groups, static_cast<double>(surgeon::estimate_working_bytes(matrices, po, groups)) / 1e6);
       std::fflush(stdout);
     }
+    const int update_threads = o.update_threads > 0
+                                   ? static_cast<int>(o.update_threads)
+                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (o.cuda_device < 0) fmt::print("update_threads={}\n", update_threads);
     llama::progress_bar bar("prune", po.shots);
     bar.update(0, fmt::format("{} {} density {}", surgeon::to_string(o.how), o.shape.name, o.density));
     const auto on_shot = [&](const surgeon::shot_report& r) {
@@ -590,7 +605,9 @@ int main(int argc, char** argv) {
     };
     std::vector<surgeon::shot_report> reports;
     if (o.cuda_device < 0) {
-      reports = surgeon::prune(adapter, po, on_shot);
+      surgeon::cpu::prune_backend_options bo;
+      bo.update_threads = update_threads;
+      reports = surgeon::prune(adapter, po, surgeon::cpu::prune_backend(bo), on_shot);
     } else {
 #if defined(SURGEON_PRUNE_WITH_CUDA)
       // The pruning runs in cuda_prune.cu (nvcc, no Eigen); the adapter crosses as any_adapter.
@@ -640,6 +657,7 @@ int main(int argc, char** argv) {
           .boolean("whole_mask", o.whole_mask)
           .boolean("update", !o.no_update)
           .integer("group_size", reports.empty() ? o.group_size : reports.front().group_size)
+          .integer("update_threads", o.cuda_device < 0 ? update_threads : 1)
           .number("memory_budget_gb", static_cast<double>(po.memory_budget) / 1e9)
           .string("device", o.device_name)
           .boolean("costs_on_host", o.costs_on_host)

@@ -29,6 +29,7 @@
 #include <surgeon/detail/prune_driver.hpp>
 
 #include <functional>
+#include <utility>
 #include <vector>
 
 namespace surgeon {
@@ -45,6 +46,15 @@ template <typename Adapter>
 std::vector<shot_report> prune(Adapter& adapter, const prune_options& options,
                                const std::function<void(const shot_report&)>& on_shot = {}) {
   pruning_session<Adapter> session(adapter, options);
+  return session.run(on_shot);
+}
+
+/// @brief As above, with the CPU backend's own choices, e.g. several matrices updated at once:
+/// `surgeon::prune(model, options, surgeon::cpu::prune_backend({/*update_threads=*/8}))`.
+template <typename Adapter>
+std::vector<shot_report> prune(Adapter& adapter, const prune_options& options, cpu::prune_backend backend,
+                               const std::function<void(const shot_report&)>& on_shot = {}) {
+  pruning_session<Adapter> session(adapter, options, std::move(backend));
   return session.run(on_shot);
 }
 

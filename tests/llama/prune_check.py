@@ -225,6 +225,20 @@ def case_determinism(args):
     third, _ = run_prune(args, "seed8", extra[:-1] + ["8"])
     print("  same seed: identical files; seed 8 " +
           ("differs" if not filecmp.cmp(first, third, shallow=False) else "is identical (!)"))
+    # The default (--update-threads auto: as many matrices updated at once as hardware threads)
+    # against one at a time: the same pruned weights up to the BLAS's threading rounding.
+    serial, r3 = run_prune(args, "seed7_one_at_a_time", extra + ["--update-threads", "1"])
+    if r3["update_threads"] != 1 or r1["update_threads"] < 1:
+        fail(f"update_threads: {r1['update_threads']} by default, {r3['update_threads']} with --update-threads 1")
+    if r3["pruned_weights"] != r1["pruned_weights"]:
+        fail(f"one at a time pruned {r3['pruned_weights']} weights, {r1['update_threads']} at once "
+             f"{r1['pruned_weights']}")
+    difference = abs(r3["ppl_pruned"] - r1["ppl_pruned"]) / r1["ppl_pruned"]
+    if difference > 1e-6:
+        fail(f"--update-threads 1: perplexity {r3['ppl_pruned']} against {r1['ppl_pruned']} with "
+             f"{r1['update_threads']} at once")
+    print(f"  {r1['update_threads']} matrices at once vs one at a time: perplexity within {difference:.1e}, file " +
+          ("identical" if filecmp.cmp(first, serial, shallow=False) else "differs in rounding"))
 
 
 # (name, flags, relative perplexity tolerance): the CUDA backend against the CPU one. Without an

@@ -16,7 +16,9 @@ namespace surgeon::cpu {
 /// backend functions unqualified and argument-dependent lookup picks `surgeon::cpu::...` or
 /// `surgeon::cuda::...`. The context holds no threads of its own: the dense kernels use
 /// OpenBLAS's threads (`OPENBLAS_NUM_THREADS`) or Eigen's (`Eigen::setNbThreads`) depending on the
-/// build (`surgeon::uses_openblas`). Cheap to construct; not shared between threads.
+/// build (`surgeon::uses_openblas`). (The pruning driver's CPU policy can update several matrices
+/// at once on threads of its own: `cpu::prune_backend_options::update_threads`.) Cheap to
+/// construct; stateless, so one context may serve several threads.
 class context {
  public:
   context() = default;

@@ -9,6 +9,7 @@
 #include <surgeon/cpu/context.hpp>
 #include <surgeon/cpu/cost.hpp>
 #include <surgeon/cpu/curvature.hpp>
+#include <surgeon/cpu/detail/parallel.hpp>
 #include <surgeon/cpu/kfac.hpp>
 #include <surgeon/cpu/sparsegpt.hpp>
 #include <surgeon/cpu/update.hpp>
@@ -17,15 +18,45 @@
 #include <surgeon/mask.hpp>
 #include <surgeon/select.hpp>
 
+#include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace surgeon::cpu {
 
+/// @brief Choices of the CPU backend that the (backend-neutral) `prune_options` do not cover.
+struct prune_backend_options {
+  /// Matrices updated at once in LLM Surgeon's update pass, each on its own thread with the dense
+  /// kernels single-threaded: the chunked update is a chain of products a few rows tall, which the
+  /// BLAS's threads barely speed up, while the matrices are independent. 1 (the default) updates
+  /// one matrix at a time with the BLAS's own threads. It applies when the driver runs all
+  /// matrices in one group (`prune_options::group_size` 0 and no memory-budget grouping), where
+  /// every curvature is in memory anyway: it adds only the workers' chunk buffers (2n² doubles
+  /// each, n ≤ `correlate::max`). The results are the same as one at a time up to the
+  /// rounding of the BLAS's threading. While such a pass runs, OpenBLAS's (and Eigen's) thread
+  /// count is set to 1 for the whole process and restored afterwards.
+  int update_threads = 1;
+};
+
 /// @brief The CPU backend of the pruning driver. Default-constructible and cheap to copy.
 class prune_backend {
  public:
+  prune_backend() = default;
+  /// @throws logic_error when `options.update_threads` < 1.
+  explicit prune_backend(prune_backend_options options) : options_(options) {
+    SURGEON_EXPECTS(options_.update_threads >= 1, "cpu::prune_backend: update_threads must be >= 1, got {}",
+                    options_.update_threads);
+  }
+  const prune_backend_options& options() const noexcept { return options_; }
+
+  /// Runs `task(i)` for i in [0, count), `update_threads` at a time (the driver's per-matrix
+  /// update and SparseGPT passes; see `prune_backend_options::update_threads`).
+  void for_each_concurrently(std::size_t count, const std::function<void(std::size_t)>& task) const {
+    detail::for_each_concurrently(count, options_.update_threads, task);
+  }
+
   /// @brief One calibration pass's host accumulators (double), keyed as the driver asks.
   class store : public surgeon::detail::factor_sink {
    public:
@@ -125,6 +156,7 @@ class prune_backend {
   }
 
   context ctx_;
+  prune_backend_options options_;
 };
 
 }  // namespace surgeon::cpu

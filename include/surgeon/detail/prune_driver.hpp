@@ -283,6 +283,12 @@ struct has_evaluate : std::false_type {};
 template <typename A>
 struct has_evaluate<A, std::void_t<decltype(std::declval<A&>().evaluate())>> : std::true_type {};
 template <typename B, typename = void>
+struct has_for_each_concurrently : std::false_type {};
+template <typename B>
+struct has_for_each_concurrently<
+    B, std::void_t<decltype(std::declval<B&>().for_each_concurrently(
+           std::size_t{}, std::declval<const std::function<void(std::size_t)>&>()))>> : std::true_type {};
+template <typename B, typename = void>
 struct has_synchronize : std::false_type {};
 template <typename B>
 struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())>> : std::true_type {};
@@ -305,7 +311,10 @@ struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())
 ///   select.hpp);
 /// - `update_rows_columns`, `obs_update`, `obs_update_full` and `sparsegpt` on the host weights;
 /// - optionally `synchronize()`: waits for the backend's queued work (called at the end of each
-///   phase of `shot_timings`, so that asynchronous work is timed where it was queued).
+///   phase of `shot_timings`, so that asynchronous work is timed where it was queued);
+/// - optionally `for_each_concurrently(count, task)`: runs independent per-matrix tasks (the
+///   update pass when every curvature is in memory), perhaps several at once
+///   (`cpu::prune_backend_options::update_threads`); without it they run in order.
 template <typename Adapter, typename Backend>
 class basic_pruning_session {
  public:
@@ -380,11 +389,13 @@ class basic_pruning_session {
       for (const auto& group : groups) {
         const std::unique_ptr<store_type> store = calibrate(matrices, group, t, true, false);
         lap(report.timings.calibration);
+        // One matrix at a time: each holds its own H and factor (2·C² doubles), which the
+        // memory budget counts once.
         for (const std::size_t k : group) {
           const prunable_matrix& m = matrices[k];
           backend_.sparsegpt(*store, "a:" + m.input_key, m.weight, options_, report.target_sparsity);
-          lap(report.timings.update);
         }
+        lap(report.timings.update);
       }
       finish(report, matrices, start);
       return report;
@@ -483,31 +494,37 @@ class basic_pruning_session {
     // 3. Updates (LLM Surgeon) or plain masking (the baselines).
     if (!updates) {
       for (std::size_t k = 0; k < matrices.size(); ++k) masks[k].apply(matrices[k].weight);
+    } else if (keep_curvature) {
+      // Every curvature is in memory and the matrices' updates are independent: the backend may
+      // run several at once. Each curvature is freed as its update ends.
+      std::vector<std::size_t> live;
+      for (std::size_t k = 0; k < matrices.size(); ++k) {
+        if (dead_.count(k) != 0) {
+          masks[k].apply(matrices[k].weight);
+        } else {
+          live.push_back(k);
+        }
+      }
+      run_each(live.size(), [&](std::size_t i) {
+        const std::size_t k = live[i];
+        const curvature_type curvature = std::move(kept.at(k));
+        update(curvature, matrices[k], masks[k], rows, cols, k);
+      });
+      kept.clear();
+      lap(report.timings.update);
     } else {
       for (const auto& group : groups) {
-        std::unique_ptr<store_type> store;
-        if (!keep_curvature) {
-          store = calibrate(matrices, group, t, true, true);
-          lap(report.timings.calibration);
-        }
+        const std::unique_ptr<store_type> store = calibrate(matrices, group, t, true, true);
+        lap(report.timings.calibration);
         for (const std::size_t k : group) {
           const prunable_matrix& m = matrices[k];
           if (dead_.count(k) != 0) {
             masks[k].apply(m.weight);
             continue;
           }
-          curvature_type curvature =
-              keep_curvature ? std::move(kept.at(k)) : curvature_of(*store, m, true, true, report);
-          if (!keep_curvature) lap(report.timings.curvature);
-          if (options_.what == structure::rows_columns) {
-            backend_.update_rows_columns(curvature, m.weight, rows[k], cols[k]);
-          } else if (options_.whole_mask) {
-            backend_.obs_update_full(curvature, m.weight, masks[k], options_.pcg);
-          } else {
-            backend_.obs_update(curvature, m.weight, masks[k], options_.budget);
-          }
-          masks[k].apply(m.weight);
-          if (keep_curvature) kept.erase(k);  // free each matrix's curvature once it is used
+          const curvature_type curvature = curvature_of(*store, m, true, true, report);
+          lap(report.timings.curvature);
+          update(curvature, m, masks[k], rows, cols, k);
           lap(report.timings.update);
         }
       }
@@ -526,6 +543,29 @@ class basic_pruning_session {
       groups.push_back(std::move(group));
     }
     return groups;
+  }
+
+  // The method's update of matrix k for its mask (and removed rows/columns), then the mask.
+  void update(const typename Backend::curvature& curvature, const prunable_matrix& m, const mask& pruned,
+              const std::vector<std::vector<index_t>>& rows, const std::vector<std::vector<index_t>>& cols,
+              std::size_t k) {
+    if (options_.what == structure::rows_columns) {
+      backend_.update_rows_columns(curvature, m.weight, rows[k], cols[k]);
+    } else if (options_.whole_mask) {
+      backend_.obs_update_full(curvature, m.weight, pruned, options_.pcg);
+    } else {
+      backend_.obs_update(curvature, m.weight, pruned, options_.budget);
+    }
+    pruned.apply(m.weight);
+  }
+
+  // task(i) for i in [0, count): by the backend, perhaps concurrently, or in order.
+  void run_each(std::size_t count, const std::function<void(std::size_t)>& task) {
+    if constexpr (detail::has_for_each_concurrently<Backend>::value) {
+      backend_.for_each_concurrently(count, task);
+    } else {
+      for (std::size_t i = 0; i < count; ++i) task(i);
+    }
   }
 
   std::unique_ptr<typename Backend::store> calibrate(const std::vector<prunable_matrix>& matrices,

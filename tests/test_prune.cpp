@@ -768,3 +768,164 @@ TEST_CASE("update_threads: the driver's updates overlap when every curvature is 
   }
   CHECK_THROWS_AS(surgeon::cpu::prune_backend({0}), surgeon::logic_error);
 }
+
+// ---- sequential pruning (prune_options::sequential) -------------------------------------------------
+
+namespace {
+
+// Two layers in a chain: a [12, 16] reads x, b [8, 12] reads h = x aᵀ computed from a's *current*
+// weights, so b's calibration input changes when a is pruned — what sequential pruning is about.
+struct chain_adapter {
+  std::vector<float> w_a, w_b, x;
+  static constexpr index_t tokens = 64;
+  int calibrations = 0;
+  chain_adapter() {
+    std::mt19937 engine(21);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    w_a.resize(12 * 16);
+    w_b.resize(8 * 12);
+    x.resize(static_cast<std::size_t>(tokens * 16));
+    for (auto* v : {&w_a, &w_b, &x}) {
+      for (float& e : *v) e = normal(engine);
+    }
+    for (index_t t = 0; t < tokens; ++t) {  // correlated inputs
+      const float shared = normal(engine);
+      for (index_t j = 0; j < 16; ++j) x[static_cast<std::size_t>(t * 16 + j)] += 1.5f * shared;
+    }
+  }
+  std::vector<surgeon::prunable_matrix> matrices() {
+    return {{"a", "x", surgeon::host_matrix_view<float>(w_a.data(), 12, 16)},
+            {"b", "h", surgeon::host_matrix_view<float>(w_b.data(), 8, 12)}};
+  }
+  std::vector<float> hidden() const {  // h = x aᵀ with the current a
+    std::vector<float> h(static_cast<std::size_t>(tokens * 12), 0.0f);
+    for (index_t t = 0; t < tokens; ++t) {
+      for (index_t i = 0; i < 12; ++i) {
+        float sum = 0.0f;
+        for (index_t j = 0; j < 16; ++j)
+          sum += x[static_cast<std::size_t>(t * 16 + j)] * w_a[static_cast<std::size_t>(i * 16 + j)];
+        h[static_cast<std::size_t>(t * 12 + i)] = sum;
+      }
+    }
+    return h;
+  }
+  void calibrate(surgeon::calibration_sink& sink, int /*shot*/) {
+    ++calibrations;
+    sink.input("x", surgeon::host_matrix_view<const float>(x.data(), tokens, 16));
+    const std::vector<float> h = hidden();
+    sink.input("h", surgeon::host_matrix_view<const float>(h.data(), tokens, 12));
+  }
+};
+
+// The sequential protocol by hand: prune a from x, recompute h from the pruned a, prune b from it.
+void prune_by_hand(chain_adapter& model, surgeon::method how, double sparsity, double damp_a) {
+  surgeon::cpu::context ctx;
+  auto prune_one = [&](std::vector<float>& w, index_t rows, index_t cols, const std::vector<float>& input) {
+    const surgeon::host_matrix_view<const float> in(input.data(), chain_adapter::tokens, cols);
+    const surgeon::host_matrix_view<float> weights(w.data(), rows, cols);
+    if (how == surgeon::method::sparsegpt) {
+      surgeon::factor_accumulator<double> a(cols);
+      a.add(ctx, in);
+      const surgeon::host_matrix<double> h = a.mean();
+      surgeon::cpu::sparsegpt_prune(ctx, h.view(), weights, sparsity,
+                                    surgeon::cpu::sparsegpt_options{128, damp_a});
+    } else {
+      surgeon::diagonal_accumulator a(cols);
+      a.add(in);
+      const surgeon::diagonal_curvature curvature = surgeon::make_diagonal_curvature(
+          std::vector<double>(), a.mean(), surgeon::host_matrix_view<const float>(weights));
+      const surgeon::host_matrix<double> costs = surgeon::diagonal_element_costs(
+          surgeon::method::wanda, curvature, surgeon::host_matrix_view<const float>(weights));
+      const surgeon::selection chosen = surgeon::select_per_row({costs.view()}, sparsity);
+      chosen.masks[0].apply(weights);
+    }
+  };
+  prune_one(model.w_a, 12, 16, model.x);
+  prune_one(model.w_b, 8, 12, model.hidden());
+}
+
+}  // namespace
+
+TEST_CASE("sequential_groups: runs of matrices with one input key, in order", "[prune][sequential]") {
+  std::vector<float> w(4, 1.0f);
+  const surgeon::host_matrix_view<float> v(w.data(), 2, 2);
+  const std::vector<surgeon::prunable_matrix> matrices{{"q", "attn", v},   {"k", "attn", v},
+                                                       {"o", "out", v},    {"up", "mlp", v},
+                                                       {"gate", "mlp", v}, {"q2", "attn", v}};
+  CHECK(surgeon::sequential_groups(matrices) ==
+        std::vector<std::vector<std::size_t>>{{0, 1}, {2}, {3, 4}, {5}});
+  CHECK(surgeon::sequential_groups({}).empty());
+}
+
+TEST_CASE("sequential SparseGPT and Wanda prune each layer on the inputs of the pruned earlier ones",
+          "[prune][sequential]") {
+  for (const auto how : {surgeon::method::sparsegpt, surgeon::method::wanda}) {
+    CAPTURE(surgeon::to_string(how));
+    surgeon::prune_options options;
+    options.how = how;
+    options.sparsity = 0.5;
+    options.shots = 1;
+    options.sequential = true;
+    chain_adapter sequential;
+    const auto reports = surgeon::prune(sequential, options);
+    CHECK(sequential.calibrations == 2);  // one pass per group: {a}, {b}
+    CHECK(reports.back().achieved_sparsity == Approx(0.5));
+    chain_adapter by_hand;
+    prune_by_hand(by_hand, how, 0.5, options.damp.a);
+    CHECK(sequential.w_a == by_hand.w_a);
+    CHECK(sequential.w_b == by_hand.w_b);
+    // All at once, b's inputs come from the dense a: a differs not, b does.
+    options.sequential = false;
+    chain_adapter at_once;
+    surgeon::prune(at_once, options);
+    CHECK(at_once.w_a == sequential.w_a);
+    CHECK(at_once.w_b != sequential.w_b);
+  }
+  SECTION("Wanda 2:4, several shots") {
+    surgeon::prune_options options;
+    options.how = surgeon::method::wanda;
+    options.what = surgeon::structure::n_m;
+    options.sparsity = 0.5;
+    options.shots = 2;
+    options.sequential = true;
+    chain_adapter model;
+    const auto reports = surgeon::prune(model, options);
+    CHECK(model.calibrations == 4);
+    CHECK(reports[0].achieved_sparsity == Approx(0.25).margin(0.02));
+    CHECK(reports[1].achieved_sparsity == Approx(0.5));
+    for (const auto* w : {&model.w_a, &model.w_b}) {
+      for (std::size_t g = 0; g < w->size(); g += 4) {
+        int zeros = 0;
+        for (std::size_t k = g; k < g + 4; ++k) zeros += (*w)[k] == 0.0f ? 1 : 0;
+        CHECK(zeros == 2);
+      }
+    }
+  }
+}
+
+TEST_CASE("sequential pruning: refused for global-threshold methods and explicit groups; budget checked",
+          "[prune][sequential]") {
+  chain_adapter model;
+  surgeon::prune_options options;
+  options.sequential = true;
+  for (const auto how : {surgeon::method::magnitude, surgeon::method::lobd, surgeon::method::kobd,
+                         surgeon::method::llm_surgeon}) {
+    options.how = how;
+    CHECK_THROWS_AS(surgeon::pruning_session<chain_adapter>(model, options), surgeon::logic_error);
+  }
+  options.how = surgeon::method::sparsegpt;
+  options.group_size = 1;
+  CHECK_THROWS_AS(surgeon::pruning_session<chain_adapter>(model, options), surgeon::logic_error);
+  options.group_size = 0;
+  // The largest group (a: H of 16², about three copies) against the budget.
+  const auto matrices = model.matrices();
+  const std::size_t need = surgeon::estimate_working_bytes(matrices, options, 0);
+  CHECK(need == 3 * 16 * 16 * sizeof(double) + 16 * 16 * sizeof(double));
+  options.memory_budget = need - 1;
+  CHECK_THROWS_AS(surgeon::pruning_session<chain_adapter>(model, options), surgeon::logic_error);
+  options.memory_budget = need;
+  CHECK(surgeon::pruning_session<chain_adapter>(model, options).group_size() == 0);
+  // Wanda: one group's diagonal and costs, not every matrix's costs.
+  options.how = surgeon::method::wanda;
+  CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (16 + 12 * 16) * sizeof(double));
+}

@@ -7,8 +7,10 @@
 #include <surgeon/error.hpp>
 #include <surgeon/prune.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -29,6 +31,13 @@ struct calibration_options {
   std::uint64_t seed = 0;        ///< seed of the window offsets
   bool reseed_per_shot = false;  ///< false: every shot sees the same N windows; true: seed + shot
   backward_options backward{};   ///< labels of the gradients (empirical by default)
+  /// Forward-only passes that want no early block resume from the residual stream the previous
+  /// such pass left at its first wanted block, when that is at or before this pass's first wanted
+  /// block, the windows are the same and no weight of the blocks before it changed (checked by a
+  /// checksum of those blocks): sequential pruning (`prune_options::sequential`) then runs each
+  /// block about once per group instead of every block up to it. Holds nsamples · seqlen · dim
+  /// floats; bit-identical inputs to a pass from the embeddings.
+  bool resume_forward = true;
 };
 
 /// @brief When `prune_adapter::evaluate` computes a perplexity.
@@ -77,6 +86,7 @@ struct calibration_counts {
   index_t forward_batches = 0;   ///< batches through `runtime::forward` (no gradient wanted)
   index_t backward_batches = 0;  ///< batches through `runtime::backward`
   index_t blocks = 0;            ///< transformer blocks evaluated over all batches (backward: every block)
+  index_t resumed_batches = 0;   ///< forward batches that started from a cached residual stream
 };
 
 /// @brief `surgeon::prune` adapter over a `model` (pruned in place) and a `runtime` on it.
@@ -137,22 +147,54 @@ class prune_adapter {
       sink.output_grad(name, gy);
     };
     const bool forward_only = !sink.wants_output_gradients();
-    index_t last_layer = -1;  // the last block whose input the sink wants (forward_only)
+    index_t first_layer = model_.cfg.n_layers;  // the first and last blocks whose input the sink wants
+    index_t last_layer = -1;                    // (forward_only)
     if (forward_only) {
       for (const model::linear_ref& ref : model_.linear_layers()) {
-        if (sink.wants_input(ref.input_key)) last_layer = std::max(last_layer, ref.layer);
+        if (!sink.wants_input(ref.input_key)) continue;
+        first_layer = std::min(first_layer, ref.layer);
+        last_layer = std::max(last_layer, ref.layer);
       }
       if (last_layer < 0) return;  // nothing of this pass is wanted
       h.output_grad = nullptr;
     }
     ++counts_.passes;
+    // A forward-only pass that wants no early block starts from (and then keeps) the residual
+    // stream entering its first wanted block.
+    const bool cached_start = forward_only && calibration_.resume_forward && first_layer > 0;
+    bool resume = false;
+    checksum_state weights_before;  // of blocks [0, first_layer), read once
+    if (cached_start) {
+      const bool candidate = resume_.block > 0 && resume_.block <= first_layer && resume_.offsets == offsets;
+      if (candidate) {
+        weights_before.extend(model_, 0, resume_.block);
+        resume = weights_before.value() == resume_.checksum;
+        weights_before.extend(model_, resume_.block, first_layer);
+      } else {
+        weights_before.extend(model_, 0, first_layer);
+      }
+    }
+    std::vector<runtime::matrix> streams;  // the new cache: inputs of block first_layer
     std::vector<std::int32_t> batch_tokens;
-    for (index_t first = 0; first < calibration_.nsamples; first += calibration_.batch) {
+    index_t batch_index = 0;
+    for (index_t first = 0; first < calibration_.nsamples; first += calibration_.batch, ++batch_index) {
       const index_t count = std::min(calibration_.batch, calibration_.nsamples - first);
       batch_tokens.clear();
       for (index_t k = first; k < first + count; ++k) {
         const auto begin = calibration_tokens_.begin() + offsets[static_cast<std::size_t>(k)];
         batch_tokens.insert(batch_tokens.end(), begin, begin + seqlen);
+      }
+      if (cached_start) {
+        const index_t start = resume ? resume_.block : 0;
+        runtime::matrix x = resume ? std::move(resume_.streams[static_cast<std::size_t>(batch_index)])
+                                   : runtime_.embeddings(batch_tokens, count, seqlen);
+        runtime_.forward_blocks(x, count, seqlen, start, first_layer - 1, hooks{});
+        streams.push_back(x);
+        runtime_.forward_blocks(x, count, seqlen, first_layer, last_layer, h);
+        ++counts_.forward_batches;
+        counts_.resumed_batches += resume ? 1 : 0;
+        counts_.blocks += last_layer + 1 - start;
+        continue;
       }
       if (forward_only) {
         const bool whole_model = last_layer == model_.cfg.n_layers - 1;
@@ -167,6 +209,12 @@ class prune_adapter {
       last_calibration_loss_ = runtime_.backward(batch_tokens, count, seqlen, h, options);
       ++counts_.backward_batches;
       counts_.blocks += model_.cfg.n_layers;
+    }
+    if (cached_start) {
+      resume_.block = first_layer;
+      resume_.offsets = offsets;
+      resume_.streams = std::move(streams);
+      resume_.checksum = weights_before.value();
     }
   }
 
@@ -187,7 +235,8 @@ class prune_adapter {
   /// @brief The last perplexity `evaluate` computed (zeros before the first).
   const perplexity_result& last_perplexity() const { return last_perplexity_; }
   /// @brief The mean loss of the last calibration batch that ran the whole model (0 before the
-  /// first; a forward-only pass that stopped early leaves it as it was).
+  /// first; a forward-only pass that stopped early or resumed from a cached stream leaves it as
+  /// it was).
   double last_calibration_loss() const { return last_calibration_loss_; }
   /// @brief What the calibration passes have run so far (forward-only or backward batches).
   const calibration_counts& calibration_work() const { return counts_; }
@@ -203,6 +252,39 @@ class prune_adapter {
   perplexity_result last_perplexity_{};
   double last_calibration_loss_ = 0.0;
   calibration_counts counts_{};
+
+  // Order-sensitive checksum of every weight (norms included) of a run of blocks, extended block
+  // by block, to tell whether a cached residual stream is still what the blocks before it compute.
+  // Cost: one read of those weights.
+  struct checksum_state {
+    std::uint64_t low = 0;
+    std::uint64_t high = 0;
+    void extend(const model& m, index_t first, index_t end) {
+      for (index_t l = first; l < end; ++l) {
+        const block_weights& b = m.blocks[static_cast<std::size_t>(l)];
+        for (const std::vector<float>* v :
+             {&b.attn_norm, &b.wq, &b.wk, &b.wv, &b.wo, &b.ffn_norm, &b.w_gate, &b.w_up, &b.w_down}) {
+          for (const float f : *v) {
+            std::uint32_t bits = 0;
+            std::memcpy(&bits, &f, sizeof bits);
+            low += bits;  // Fletcher-style: the sum of running sums is order-sensitive
+            high += low;
+          }
+        }
+      }
+    }
+    std::uint64_t value() const { return low ^ (high * 0x9e3779b97f4a7c15ULL); }
+  };
+
+  // The residual streams entering block `block` of every calibration batch of the windows at
+  // `offsets`, and the checksum of blocks [0, block) they were computed with (0 block: none).
+  struct resume_cache {
+    index_t block = 0;
+    std::vector<index_t> offsets;
+    std::uint64_t checksum = 0;
+    std::vector<runtime::matrix> streams;
+  };
+  resume_cache resume_;
 };
 
 }  // namespace surgeon::llama

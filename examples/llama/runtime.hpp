@@ -119,6 +119,33 @@ class runtime {
     return loss_sum / static_cast<double>(batch * (seq - 1));
   }
 
+  /// @brief The residual stream entering block 0: the batch's token embeddings `[batch·seq, dim]`.
+  /// @throws logic_error on bad shapes or token ids.
+  matrix embeddings(const std::vector<std::int32_t>& tokens, index_t batch, index_t seq) const {
+    check_batch(tokens, batch, seq);
+    return embed(tokens);
+  }
+
+  /// @brief Runs blocks `first` … `last` forward on the residual stream `x` `[batch·seq, dim]`
+  /// (the input of block `first`), in place, handing every linear layer's input to `h.input` as
+  /// `forward` does; `x` ends as the input of block `last + 1`. With `last = first − 1` nothing
+  /// runs. Lets a caller resume a forward pass from a cached residual stream.
+  /// Cost: those blocks of a forward pass. @throws logic_error on a bad block range or shape, or
+  /// when `h` has gradient hooks.
+  void forward_blocks(matrix& x, index_t batch, index_t seq, index_t first, index_t last, const hooks& h) {
+    const index_t layers = model_->cfg.n_layers;
+    SURGEON_EXPECTS(!h.output_grad && !h.weight_grad,
+                    "runtime::forward_blocks: output and weight gradients need runtime::backward");
+    SURGEON_EXPECTS(first >= 0 && first <= layers && last >= first - 1 && last < layers,
+                    "runtime::forward_blocks: blocks {}..{} outside the model's {}", first, last, layers);
+    SURGEON_EXPECTS(batch >= 1 && seq >= 2 && x.rows() == batch * seq && x.cols() == model_->cfg.dim,
+                    "runtime::forward_blocks: residual stream [{}, {}] for a [{}, {}] batch of width {}",
+                    x.rows(), x.cols(), batch, seq, model_->cfg.dim);
+    SURGEON_EXPECTS(seq <= model_->cfg.max_seq_len, "runtime::forward_blocks: seq {} exceeds the context {}",
+                    seq, model_->cfg.max_seq_len);
+    for (index_t l = first; l <= last; ++l) block_forward(l, x, batch, seq, nullptr, &h);
+  }
+
   /// @brief Forward and backward of the mean next-token loss; every linear layer's input, output
   /// gradient and (optionally) weight gradient go to `h`. Returns the mean loss (against the
   /// labels used). Cost: about three forward passes (one forward, then per block a recompute and

@@ -7,7 +7,7 @@
 //                 [--eval-windows K] [--whole-mask] [--no-update] [--group-size K] [--out-type f32|f16]
 //                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
 //                 [--device cpu|cuda|cuda:N] [--costs-on-host] [--memory-budget auto|0|GB]
-//                 [--update-threads auto|K]
+//                 [--update-threads auto|K] [--sequential]
 //
 // With --device cuda the pruning (curvature, costs, selection, updates) runs on the CUDA backend;
 // the model's forward/backward passes (calibration) and the perplexity stay on the CPU runtime.
@@ -79,6 +79,8 @@ constexpr const char* usage_text =
     "                       single-threaded BLAS (auto: the hardware threads; 1: one at a time)\n"
     "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
     "         [--eval-every-shot]  [--reseed-per-shot]\n"
+    "         [--sequential]  sparsegpt, wanda: calibrate and prune layer by layer, each on the inputs of\n"
+    "                       the pruned earlier layers (their papers' protocol)\n"
     "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n"
     "         [--costs-on-host]  cuda: element costs in host memory, threshold on the host\n";
 
@@ -334,6 +336,7 @@ struct options {
   unsigned long long seed = 0;
   double damp_g = 0.1, damp_a = 0.01;
   bool whole_mask = false, no_update = false, eval_every_shot = false, reseed_per_shot = false;
+  bool sequential = false;
   bool costs_on_host = false;
   double memory_budget_gb = -1.0;  ///< -1: auto; 0: no limit
   long long update_threads = 0;    ///< 0: auto (the hardware threads)
@@ -364,6 +367,10 @@ options parse_flags(int argc, char** argv) {
     }
     if (flag == "--no-update") {
       o.no_update = true;
+      continue;
+    }
+    if (flag == "--sequential") {
+      o.sequential = true;
       continue;
     }
     if (flag == "--eval-every-shot") {
@@ -448,6 +455,9 @@ options parse_flags(int argc, char** argv) {
   if (!(o.damp_g > 0.0) || !(o.damp_a > 0.0)) usage("--damp-g and --damp-a must be positive");
   if (o.shots > 10000) usage("--shots is too large");
   if (o.costs_on_host && o.cuda_device < 0) usage("--costs-on-host needs --device cuda");
+  if (o.sequential && o.how != surgeon::method::sparsegpt && o.how != surgeon::method::wanda)
+    usage("--sequential needs --method sparsegpt or wanda (the others take one global threshold)");
+  if (o.sequential && o.group_size != 0) usage("--sequential makes its own groups; drop --group-size");
   if (o.update_threads_set && o.cuda_device >= 0) usage("--update-threads applies to --device cpu");
 #if !defined(SURGEON_PRUNE_WITH_CUDA)
   if (o.cuda_device >= 0)
@@ -551,6 +561,7 @@ int main(int argc, char** argv) {
     po.whole_mask = o.whole_mask;
     po.update = !o.no_update;
     po.group_size = static_cast<int>(o.group_size);
+    po.sequential = o.sequential;
     // The working-memory budget: auto is 80 % of what is free where the pruning runs.
     std::size_t free_bytes = 0;
     if (o.memory_budget_gb < 0.0) {
@@ -655,6 +666,7 @@ int main(int argc, char** argv) {
           .number("damp_a", o.damp_a)
           .integer("max_correlate", o.max_correlate)
           .boolean("whole_mask", o.whole_mask)
+          .boolean("sequential", o.sequential)
           .boolean("update", !o.no_update)
           .integer("group_size", reports.empty() ? o.group_size : reports.front().group_size)
           .integer("update_threads", o.cuda_device < 0 ? update_threads : 1)
@@ -674,7 +686,8 @@ int main(int argc, char** argv) {
       calibration.integer("passes", work.passes)
           .integer("forward_batches", work.forward_batches)
           .integer("backward_batches", work.backward_batches)
-          .integer("blocks", work.blocks);
+          .integer("blocks", work.blocks)
+          .integer("resumed_batches", work.resumed_batches);
       j.raw("calibration", calibration.str("  "));
       j.number("seconds", seconds).number("peak_rss_mb", peak_rss_mb()).raw("per_shot", shots);
       write_file(o.report_path, j.str() + "\n");
@@ -685,8 +698,8 @@ int main(int argc, char** argv) {
         surgeon::to_string(o.how), o.shape.name, o.density, o.shots, o.nsamples, seqlen, o.seed,
         o.device_name, seconds, peak_rss_mb());
     const llama::calibration_counts& work = adapter.calibration_work();
-    fmt::print("calibration passes={} forward_batches={} backward_batches={} blocks={}\n", work.passes,
-               work.forward_batches, work.backward_batches, work.blocks);
+    fmt::print("calibration passes={} forward_batches={} backward_batches={} blocks={} resumed_batches={}\n",
+               work.passes, work.forward_batches, work.backward_batches, work.blocks, work.resumed_batches);
     surgeon::shot_timings all;  // every shot's phases, summed
     for (const surgeon::shot_report& r : reports) {
       all.calibration += r.timings.calibration;

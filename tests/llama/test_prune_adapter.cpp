@@ -212,11 +212,109 @@ TEST_CASE("prune_adapter calibrates without a backward pass exactly when no grad
     const index_t passes = 2 * groups;  // SparseGPT too: one pass per group and shot
     CHECK(work.passes == passes);
     if (!gradients) {
-      // Group g (0-based) ends in block ⌊(5g + 4) / 7⌋: the blocks run per batch and shot.
+      // Group g (0-based) runs from block ⌊5g / 7⌋ to ⌊(5g + 4) / 7⌋. A group that wants no block
+      // 0 starts from the residual stream the previous such pass kept at its first block when
+      // that is at or before its own (the weights before it are unchanged within a shot), else
+      // from the embeddings; per batch (2) over both shots:
       index_t blocks = 0;
-      for (index_t g = 0; g < groups; ++g) blocks += std::min(layers - 1, (5 * g + 4) / 7) + 1;
-      CHECK(work.blocks == 2 * 2 * blocks);
-      CHECK(work.blocks < 2 * 2 * groups * layers);
+      index_t from_embeddings = 0;
+      index_t cached = 0;  // the block of the kept stream (0: none)
+      for (int shot = 0; shot < 2; ++shot) {
+        for (index_t g = 0; g < groups; ++g) {
+          const index_t first = 5 * g / 7;
+          const index_t last = std::min(layers - 1, (5 * g + 4) / 7);
+          from_embeddings += last + 1;
+          if (first == 0) {
+            blocks += last + 1;
+            continue;
+          }
+          blocks += last + 1 - (cached > 0 && cached <= first ? cached : 0);
+          cached = first;
+        }
+      }
+      CHECK(work.blocks == 2 * blocks);
+      CHECK(work.blocks < 2 * from_embeddings);
+      CHECK(work.resumed_batches > 0);
+      // Without resuming, every pass starts from the embeddings.
+      calibration.resume_forward = false;
+      CHECK(same_weights(prune_with(false, options), prune_with(true, options)));
+      CHECK(work.blocks == 2 * from_embeddings);
+      CHECK(work.resumed_batches == 0);
+      calibration.resume_forward = true;
     }
+  }
+}
+
+TEST_CASE("prune_adapter: sequential pruning resumes each pass from the kept residual stream, bit for bit",
+          "[llama][model][sequential]") {
+  const std::string path = stories_path();
+  if (path.empty()) SURGEON_SKIP("no stories260K (SURGEON_SHARED_DIR)");
+  const surgeon::llama::model original = load(path);
+  const std::vector<std::int32_t> tokens = random_tokens(3000, original.cfg.vocab_size, 4);
+  surgeon::llama::calibration_options calibration;
+  calibration.nsamples = 6;
+  calibration.seqlen = 48;
+  calibration.batch = 4;
+  calibration.seed = 5;
+  surgeon::llama::evaluation_options evaluation;
+  evaluation.when = surgeon::llama::evaluate_when::never;
+  const std::vector<std::int32_t> no_evaluation;
+  const index_t layers = original.cfg.n_layers;
+
+  // `disturb`: before the given calibration pass (1-based), change a norm weight of block 0, which
+  // the kept stream was computed with: the adapter must notice and start from the embeddings.
+  const auto prune_with = [&](bool reference, const surgeon::prune_options& options, int disturb,
+                              surgeon::llama::calibration_counts* work) {
+    surgeon::llama::model m = original;
+    surgeon::llama::runtime runtime(m);
+    surgeon::llama::prune_adapter adapter(m, runtime, tokens, no_evaluation, calibration, evaluation);
+    backward_only_calibration slow{&runtime, &tokens, calibration};
+    int passes = 0;
+    surgeon::any_adapter erased([&adapter] { return adapter.matrices(); },
+                                [&](surgeon::calibration_sink& sink, int shot) {
+                                  if (++passes == disturb) m.blocks[0].ffn_norm[3] *= 0.5f;
+                                  if (reference) {
+                                    slow(sink, shot);
+                                  } else {
+                                    adapter.calibrate(sink, shot);
+                                  }
+                                });
+    surgeon::prune(erased, options);
+    if (work) *work = adapter.calibration_work();
+    return m;
+  };
+  const auto same_weights = [](const surgeon::llama::model& a, const surgeon::llama::model& b) {
+    for (std::size_t l = 0; l < a.blocks.size(); ++l) {
+      const auto& x = a.blocks[l];
+      const auto& y = b.blocks[l];
+      if (x.wq != y.wq || x.wk != y.wk || x.wv != y.wv || x.wo != y.wo || x.w_gate != y.w_gate ||
+          x.w_up != y.w_up || x.w_down != y.w_down)
+        return false;
+    }
+    return true;
+  };
+
+  for (const surgeon::method how : {surgeon::method::sparsegpt, surgeon::method::wanda}) {
+    CAPTURE(surgeon::to_string(how));
+    surgeon::prune_options options;
+    options.how = how;
+    options.sparsity = 0.5;
+    options.shots = 2;
+    options.sequential = true;
+    surgeon::llama::calibration_counts work;
+    const surgeon::llama::model pruned = prune_with(false, options, 0, &work);
+    CHECK(same_weights(pruned, prune_with(true, options, 0, nullptr)));
+    // Four groups per block (q,k,v | o | gate,up | down), one pass each per shot. Block 0's run
+    // from the embeddings (1 block each); the first group of block l > 0 resumes at block l − 1
+    // (2 blocks), the other three at block l (1 block): per batch and shot 4 + 5·(layers − 1).
+    CHECK(work.passes == 2 * 4 * layers);
+    CHECK(work.forward_batches == 2 * 2 * 4 * layers);
+    CHECK(work.blocks == 2 * 2 * (4 + 5 * (layers - 1)));
+    CHECK(work.resumed_batches == 2 * 2 * (4 * (layers - 1) - 1));  // block 1's first group: none kept yet
+    // A norm weight of block 0 changed behind the adapter's back before pass 9 (block 2's first group,
+    // which would resume at block 1): the stream is recomputed, and the result still matches.
+    const surgeon::llama::model disturbed = prune_with(false, options, 9, nullptr);
+    CHECK(same_weights(disturbed, prune_with(true, options, 9, nullptr)));
+    CHECK(!same_weights(disturbed, pruned));
   }
 }

@@ -167,7 +167,29 @@ struct prune_options {
   /// matrices at once — when that fits), and refuses to start when not even one matrix at a time
   /// fits. An explicit `group_size` is used as given.
   std::size_t memory_budget = 0;
+  /// Sequential pruning, the protocol of SparseGPT's and Wanda's own tools: the matrices are
+  /// calibrated and pruned group by group in adapter order, each group's calibration pass running
+  /// on the model with every earlier group already pruned, so each layer compensates the errors of
+  /// the layers before it. A group is a maximal run of consecutive matrices that read the same
+  /// input (`sequential_groups`; a Llama block gives q,k,v | o | gate,up | down). Only for the
+  /// layer-local methods, SparseGPT (uniform per layer) and Wanda (per row, or N:M), which need no
+  /// global threshold; `group_size` must stay 0 (the memory budget is checked against the largest
+  /// group). Costs one calibration pass per group; an adapter can make a pass that wants only late
+  /// layers cheap by resuming from cached activations, as the Llama adapter does.
+  bool sequential = false;
 };
+
+/// @brief The groups of sequential pruning (`prune_options::sequential`): maximal runs of
+/// consecutive matrices with the same input key, in order. Cost: O(number of matrices).
+inline std::vector<std::vector<std::size_t>> sequential_groups(const std::vector<prunable_matrix>& matrices) {
+  std::vector<std::vector<std::size_t>> groups;
+  for (std::size_t k = 0; k < matrices.size(); ++k) {
+    if (groups.empty() || matrices[groups.back().back()].input_key != matrices[k].input_key)
+      groups.emplace_back();
+    groups.back().push_back(k);
+  }
+  return groups;
+}
 
 /// @brief The working memory of one shot in bytes, for groups of `group_size` matrices (0 = all at
 /// once): the K-FAC accumulators of a group (one A per input key, one G per matrix, double; their
@@ -178,26 +200,39 @@ struct prune_options {
 /// out the model itself, the adapter's calibration buffers and each update's transient solver
 /// buffers. The same on both backends (host memory on the CPU, device memory on CUDA, where
 /// `costs_on_host` moves the cost term to the host). Cost: O(number of matrices).
+/// With `options.sequential` the groups are `sequential_groups` whatever `group_size`, and each
+/// group's costs are freed before the next group.
 inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& matrices,
                                           const prune_options& options, int group_size) {
   const std::size_t count = matrices.size();
   const std::size_t size = group_size > 0 ? static_cast<std::size_t>(group_size) : count;
+  std::vector<std::vector<std::size_t>> groups;
+  if (options.sequential) {
+    groups = sequential_groups(matrices);
+  } else {
+    for (std::size_t first = 0; first < count; first += size) {
+      groups.emplace_back();
+      for (std::size_t k = first; k < std::min(count, first + size); ++k) groups.back().push_back(k);
+    }
+  }
   const bool needs_a = options.how != method::magnitude;
   const bool needs_g = options.how == method::kobd || options.how == method::llm_surgeon;
   const bool updates = options.how == method::llm_surgeon && options.update;
-  const bool keep_all = updates && size >= count;
+  const bool keep_all = updates && groups.size() == 1;
   const bool diagonal = uses_diagonals_only(options.how, options.what);
   const auto square = [diagonal](index_t n) {
     return diagonal ? static_cast<double>(n) : static_cast<double>(n) * static_cast<double>(n);
   };
   double costs = 0.0;
+  double largest_group_costs = 0.0;
   double largest_curvature = 0.0;
   double all_curvature = 0.0;
   double largest_group_state = 0.0;
-  for (std::size_t first = 0; first < count; first += size) {
+  for (const std::vector<std::size_t>& group : groups) {
     std::set<std::string> inputs;
     double state = 0.0;
-    for (std::size_t k = first; k < std::min(count, first + size); ++k) {
+    double group_costs = 0.0;
+    for (const std::size_t k : group) {
       const prunable_matrix& m = matrices[k];
       const index_t rows = m.weight.rows();
       const index_t cols = m.weight.cols();
@@ -211,14 +246,17 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
       largest_curvature = std::max(largest_curvature, curvature);
       all_curvature += curvature;
       if (options.how != method::sparsegpt) {
-        costs += options.what == structure::rows_columns
-                     ? static_cast<double>(rows + cols)
-                     : static_cast<double>(rows) * static_cast<double>(cols);
+        group_costs += options.what == structure::rows_columns
+                           ? static_cast<double>(rows + cols)
+                           : static_cast<double>(rows) * static_cast<double>(cols);
       }
     }
+    costs += group_costs;
+    largest_group_costs = std::max(largest_group_costs, group_costs);
     largest_group_state = std::max(largest_group_state, state);
   }
-  const double doubles = largest_group_state + (keep_all ? all_curvature : largest_curvature) + costs;
+  const double doubles = largest_group_state + (keep_all ? all_curvature : largest_curvature) +
+                         (options.sequential ? largest_group_costs : costs);
   return static_cast<std::size_t>(doubles * static_cast<double>(sizeof(double)));
 }
 
@@ -227,6 +265,16 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
 /// Cost: O(number of matrices²) estimates at most.
 /// @throws logic_error if a budget is set and not even one matrix at a time fits it.
 inline int choose_group_size(const std::vector<prunable_matrix>& matrices, const prune_options& options) {
+  if (options.sequential) {
+    if (options.memory_budget != 0 && estimate_working_bytes(matrices, options, 0) > options.memory_budget) {
+      SURGEON_THROW(logic_error,
+                    "prune: sequential pruning's largest group needs about {:.1f} MB of working memory, over "
+                    "the budget of {:.1f} MB",
+                    static_cast<double>(estimate_working_bytes(matrices, options, 0)) / 1e6,
+                    static_cast<double>(options.memory_budget) / 1e6);
+    }
+    return 0;
+  }
   if (options.group_size > 0 || options.memory_budget == 0) return options.group_size;
   if (estimate_working_bytes(matrices, options, 0) <= options.memory_budget) return 0;
   for (std::size_t k = matrices.size(); k >= 1; --k) {
@@ -344,6 +392,17 @@ class basic_pruning_session {
                       "prune: {}:{} removes at most {} of the weights, asked {}", options_.pattern.n,
                       options_.pattern.m, most, options_.sparsity);
     }
+    if (options_.sequential) {
+      SURGEON_EXPECTS(
+          options_.how == method::sparsegpt || options_.how == method::wanda,
+          "prune: sequential pruning needs a layer-local method (SparseGPT or Wanda); {} takes one "
+          "global threshold over every matrix",
+          to_string(options_.how));
+      SURGEON_EXPECTS(options_.group_size == 0,
+                      "prune: sequential pruning makes its own groups (runs of matrices with one input); "
+                      "group_size must be 0, got {}",
+                      options_.group_size);
+    }
     const auto matrices = adapter_.matrices();
     SURGEON_EXPECTS(!matrices.empty(), "prune: the adapter lists no prunable matrix");
     std::set<std::string> names;
@@ -381,7 +440,8 @@ class basic_pruning_session {
     report.target_sparsity = options_.sparsity * static_cast<double>(t) / static_cast<double>(options_.shots);
     report.group_size = options_.group_size;
     std::vector<prunable_matrix> matrices = adapter_.matrices();
-    const std::vector<std::vector<std::size_t>> groups = make_groups(matrices.size());
+    const std::vector<std::vector<std::size_t>> groups =
+        options_.sequential ? sequential_groups(matrices) : make_groups(matrices.size());
     dead_.clear();
 
     if (options_.how == method::sparsegpt) {
@@ -397,6 +457,12 @@ class basic_pruning_session {
         }
         lap(report.timings.update);
       }
+      finish(report, matrices, start);
+      return report;
+    }
+
+    if (options_.sequential) {  // Wanda (SparseGPT took the branch above)
+      sequential_wanda(report, matrices, groups, t);
       finish(report, matrices, start);
       return report;
     }
@@ -543,6 +609,37 @@ class basic_pruning_session {
       groups.push_back(std::move(group));
     }
     return groups;
+  }
+
+  // Sequential Wanda: each group calibrated on the model with the earlier groups pruned, its costs
+  // from the inputs' diagonals, its masks per row (or N:M) and applied before the next group.
+  void sequential_wanda(shot_report& report, const std::vector<prunable_matrix>& matrices,
+                        const std::vector<std::vector<std::size_t>>& groups, int t) {
+    for (const auto& group : groups) {
+      detail::diagonal_store store;
+      calibrate_into(
+          store, matrices, group, t, true, false,
+          [&store](const std::string& key, index_t dim) { store.define(key, dim); },
+          [&store](const std::string& key) { return store.at(key).empty(); });
+      lap(report.timings.calibration);
+      std::vector<typename Backend::costs> costs;
+      for (const std::size_t k : group) {
+        const prunable_matrix& m = matrices[k];
+        const host_matrix_view<const float> w(m.weight);
+        const diagonal_curvature curvature =
+            make_diagonal_curvature(std::vector<double>(), store.at("a:" + m.input_key).mean(), w);
+        lap(report.timings.curvature);
+        costs.push_back(backend_.host_costs(diagonal_element_costs(options_.how, curvature, w)));
+        lap(report.timings.costs);
+      }
+      selection chosen = options_.what == structure::n_m
+                             ? backend_.select_nm(costs, options_.pattern, report.target_sparsity)
+                             : backend_.select_per_row(costs, report.target_sparsity);
+      report.removed += chosen.removed;
+      lap(report.timings.selection);
+      for (std::size_t i = 0; i < group.size(); ++i) chosen.masks[i].apply(matrices[group[i]].weight);
+      lap(report.timings.update);
+    }
   }
 
   // The method's update of matrix k for its mask (and removed rows/columns), then the mask.

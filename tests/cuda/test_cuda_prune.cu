@@ -79,3 +79,17 @@ TEST_CASE("cuda driver: whole-mask updates and grouping match the CPU driver", "
   options.group_size = 1;
   compare(options);
 }
+
+TEST_CASE("cuda driver: sequential SparseGPT and Wanda match the CPU driver", "[cuda][prune]") {
+  for (const method how : {method::sparsegpt, method::wanda}) {
+    for (const structure what : {structure::unstructured, structure::n_m}) {
+      INFO("method " << surgeon::to_string(how) << ", structure " << static_cast<int>(what));
+      surgeon::prune_options options;
+      options.how = how;
+      options.what = what;
+      options.sequential = true;
+      options.shots = how == method::sparsegpt && what == structure::n_m ? 1 : 2;
+      compare(options);
+    }
+  }
+}

@@ -264,6 +264,8 @@ CUDA_CASES = [
     ("lobd_rows_cols", ["--method", "lobd", "--structure", "rows-cols", "--density", "0.8", "--shots", "1"], 1e-3),
     ("sparsegpt", ["--method", "sparsegpt", "--density", "0.5", "--shots", "1"], 1e-2),
     ("sparsegpt_2_4", ["--method", "sparsegpt", "--structure", "2:4", "--density", "0.5", "--shots", "1"], 1e-2),
+    ("sparsegpt_sequential", ["--method", "sparsegpt", "--density", "0.5", "--shots", "1", "--sequential"], 1e-2),
+    ("wanda_sequential", ["--method", "wanda", "--density", "0.5", "--shots", "1", "--sequential"], 1e-3),
     ("surgeon", ["--method", "llm-surgeon", "--density", "0.5", "--shots", "2"], 1e-2),
     ("surgeon_2_4", ["--method", "llm-surgeon", "--structure", "2:4", "--density", "0.5", "--shots", "1"], 1e-2),
     ("surgeon_rows_cols", ["--method", "llm-surgeon", "--structure", "rows-cols", "--density", "0.8",

@@ -7,7 +7,7 @@
 //                 [--eval-windows K] [--whole-mask] [--no-update] [--group-size K] [--out-type f32|f16]
 //                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
 //                 [--device cpu|cuda|cuda:N] [--costs-on-host] [--memory-budget auto|0|GB]
-//                 [--update-threads auto|K] [--sequential]
+//                 [--update-threads auto|K] [--sequential | --one-pass]
 //
 // With --device cuda the pruning (curvature, costs, selection, updates) runs on the CUDA backend;
 // the model's forward/backward passes (calibration) and the perplexity stay on the CPU runtime.
@@ -79,8 +79,10 @@ constexpr const char* usage_text =
     "                       single-threaded BLAS (auto: the hardware threads; 1: one at a time)\n"
     "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
     "         [--eval-every-shot]  [--reseed-per-shot]\n"
-    "         [--sequential]  sparsegpt, wanda: calibrate and prune layer by layer, each on the inputs of\n"
-    "                       the pruned earlier layers (their papers' protocol)\n"
+    "         [--sequential | --one-pass]  sparsegpt, wanda: calibrate and prune layer by layer, each on\n"
+    "                       the inputs of the pruned earlier layers (their tools' protocol; their default\n"
+    "                       here unless --group-size is given), or every layer from one pass of the dense "
+    "model\n"
     "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n"
     "         [--costs-on-host]  cuda: element costs in host memory, threshold on the host\n";
 
@@ -336,7 +338,8 @@ struct options {
   unsigned long long seed = 0;
   double damp_g = 0.1, damp_a = 0.01;
   bool whole_mask = false, no_update = false, eval_every_shot = false, reseed_per_shot = false;
-  bool sequential = false;
+  int sequential_flag = -1;  ///< -1: not given; 0: --one-pass; 1: --sequential
+  bool sequential = false;   ///< resolved: --sequential, or the default for SparseGPT and Wanda
   bool costs_on_host = false;
   double memory_budget_gb = -1.0;  ///< -1: auto; 0: no limit
   long long update_threads = 0;    ///< 0: auto (the hardware threads)
@@ -369,8 +372,11 @@ options parse_flags(int argc, char** argv) {
       o.no_update = true;
       continue;
     }
-    if (flag == "--sequential") {
-      o.sequential = true;
+    if (flag == "--sequential" || flag == "--one-pass") {
+      const int choice = flag == "--sequential" ? 1 : 0;
+      if (o.sequential_flag >= 0 && o.sequential_flag != choice)
+        usage("--sequential and --one-pass exclude each other");
+      o.sequential_flag = choice;
       continue;
     }
     if (flag == "--eval-every-shot") {
@@ -455,9 +461,12 @@ options parse_flags(int argc, char** argv) {
   if (!(o.damp_g > 0.0) || !(o.damp_a > 0.0)) usage("--damp-g and --damp-a must be positive");
   if (o.shots > 10000) usage("--shots is too large");
   if (o.costs_on_host && o.cuda_device < 0) usage("--costs-on-host needs --device cuda");
-  if (o.sequential && o.how != surgeon::method::sparsegpt && o.how != surgeon::method::wanda)
+  const bool layer_local = o.how == surgeon::method::sparsegpt || o.how == surgeon::method::wanda;
+  if (o.sequential_flag == 1 && !layer_local)
     usage("--sequential needs --method sparsegpt or wanda (the others take one global threshold)");
-  if (o.sequential && o.group_size != 0) usage("--sequential makes its own groups; drop --group-size");
+  if (o.sequential_flag == 1 && o.group_size != 0)
+    usage("--sequential makes its own groups; drop --group-size");
+  o.sequential = o.sequential_flag == 1 || (o.sequential_flag < 0 && layer_local && o.group_size == 0);
   if (o.update_threads_set && o.cuda_device >= 0) usage("--update-threads applies to --device cpu");
 #if !defined(SURGEON_PRUNE_WITH_CUDA)
   if (o.cuda_device >= 0)
@@ -590,9 +599,10 @@ int main(int argc, char** argv) {
     {
       const std::vector<surgeon::prunable_matrix> matrices = adapter.matrices();
       const int groups = surgeon::choose_group_size(matrices, po);  // throws when nothing fits
-      fmt::print("memory_budget={:.1f} MB{} group_size={} working_memory_estimate={:.1f} MB\n",
+      fmt::print("memory_budget={:.1f} MB{} group_size={}{} working_memory_estimate={:.1f} MB\n",
                  static_cast<double>(po.memory_budget) / 1e6, o.memory_budget_gb < 0.0 ? " (auto)" : "",
-                 groups, static_cast<double>(surgeon::estimate_working_bytes(matrices, po, groups)) / 1e6);
+                 groups, po.sequential ? " (sequential)" : "",
+                 static_cast<double>(surgeon::estimate_working_bytes(matrices, po, groups)) / 1e6);
       std::fflush(stdout);
     }
     const int update_threads = o.update_threads > 0

@@ -205,10 +205,15 @@ def case_density(args):
             calibrated = result["calibration"]["passes"] > 0
             if calibrated and not t["calibration"] > 0:
                 fail(f"{name} shot {shot['shot']}: calibrated, but the calibration phase took {t['calibration']} s")
-    # Sequential SparseGPT: one pass per group of matrices with one input (4 per block) and shot,
-    # each resuming from the residual stream the previous one kept instead of from the embeddings.
+    # SparseGPT is sequential by default: one pass per group of matrices with one input (4 per
+    # block) and shot, each resuming from the residual stream the previous one kept instead of from
+    # the embeddings. --one-pass calibrates every matrix in one pass per shot.
     _, sequential = full_run(args, "density_sparsegpt_sequential", ["--method", "sparsegpt", "--density", "0.6",
-                                                                    "--shots", "2", "--sequential"])
+                                                                    "--shots", "2"])
+    _, one_pass = full_run(args, "density_sparsegpt_one_pass", ["--method", "sparsegpt", "--density", "0.6",
+                                                                "--shots", "2", "--one-pass"])
+    if one_pass["sequential"] or one_pass["calibration"]["passes"] != 2:
+        fail(f"--one-pass sparsegpt: sequential {one_pass['sequential']}, calibration {one_pass['calibration']}")
     work = sequential["calibration"]
     layers = 5
     batches = work["forward_batches"] // work["passes"]
@@ -264,8 +269,8 @@ CUDA_CASES = [
     ("lobd_rows_cols", ["--method", "lobd", "--structure", "rows-cols", "--density", "0.8", "--shots", "1"], 1e-3),
     ("sparsegpt", ["--method", "sparsegpt", "--density", "0.5", "--shots", "1"], 1e-2),
     ("sparsegpt_2_4", ["--method", "sparsegpt", "--structure", "2:4", "--density", "0.5", "--shots", "1"], 1e-2),
-    ("sparsegpt_sequential", ["--method", "sparsegpt", "--density", "0.5", "--shots", "1", "--sequential"], 1e-2),
-    ("wanda_sequential", ["--method", "wanda", "--density", "0.5", "--shots", "1", "--sequential"], 1e-3),
+    ("sparsegpt_one_pass", ["--method", "sparsegpt", "--density", "0.5", "--shots", "1", "--one-pass"], 1e-2),
+    ("wanda_one_pass", ["--method", "wanda", "--density", "0.5", "--shots", "1", "--one-pass"], 1e-3),
     ("surgeon", ["--method", "llm-surgeon", "--density", "0.5", "--shots", "2"], 1e-2),
     ("surgeon_2_4", ["--method", "llm-surgeon", "--structure", "2:4", "--density", "0.5", "--shots", "1"], 1e-2),
     ("surgeon_rows_cols", ["--method", "llm-surgeon", "--structure", "rows-cols", "--density", "0.8",
@@ -338,7 +343,8 @@ def case_refuse(args):
                  ["--device", "gpu"], ["--device", "cuda:x"], ["--device", "cuda:-1"], ["--costs-on-host"],
                  ["--memory-budget", "-1"], ["--memory-budget", "lots"], ["--update-threads", "0"],
                  ["--method", "llm-surgeon", "--sequential"], ["--method", "kobd", "--sequential"],
-                 ["--method", "sparsegpt", "--sequential", "--group-size", "7"]]
+                 ["--method", "sparsegpt", "--sequential", "--group-size", "7"],
+                 ["--method", "wanda", "--sequential", "--one-pass"]]
     for flags in bad_flags:
         p = subprocess.run(base + ok + flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if p.returncode != 2 or "usage:" not in p.stdout:

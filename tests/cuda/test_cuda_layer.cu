@@ -281,6 +281,17 @@ void check_layer(index_t rows, index_t cols, std::uint64_t seed) {
     CHECK_THROWS_AS(surgeon::cuda::obs_update_full(ctx, curvature, dev.weights(), surgeon::mask(rows, cols),
                                                    surgeon::pcg_options{0.0, 10}),
                     surgeon::logic_error);
+    // The CPU's checks of the iterative settings, although the CUDA chunk solves are direct.
+    surgeon::correlate no_tolerance;
+    no_tolerance.tolerance = 0.0;
+    CHECK_THROWS_AS(
+        surgeon::cuda::obs_update(ctx, curvature, dev.weights(), surgeon::mask(rows, cols), no_tolerance),
+        surgeon::logic_error);
+    surgeon::correlate no_iterations;
+    no_iterations.max_iterations = 0;
+    CHECK_THROWS_AS(
+        surgeon::cuda::obs_update(ctx, curvature, dev.weights(), surgeon::mask(rows, cols), no_iterations),
+        surgeon::logic_error);
     const T nan = std::numeric_limits<T>::quiet_NaN();
     SURGEON_CUDA_CHECK(
         cudaMemcpyAsync(dev.w.data() + 4, &nan, sizeof(T), cudaMemcpyHostToDevice, ctx.stream()));
@@ -316,4 +327,19 @@ TEST_CASE("cuda layer: an OBS system beyond the 32-bit solver limit is refused b
   CHECK_THROWS_AS(surgeon::cuda::detail::solve_spd(ctx, "test", nullptr, 46341, nullptr, 1),
                   surgeon::logic_error);
   CHECK_NOTHROW(surgeon::cuda::detail::solve_spd(ctx, "test", nullptr, 46340, nullptr, 0));  // k = 0: nothing
+}
+
+TEST_CASE("cuda layer: factors beyond the 32-bit eigensolver and Cholesky limits are refused before any work",
+          "[cuda][layer]") {
+  context ctx;
+  // The checks come before the matrix is read or memory allocated: a view of one element will do.
+  surgeon::cuda::device_buffer<double> one(ctx, 1);
+  const auto square = [&](index_t n) {
+    return surgeon::device_matrix_view<const double>(one.data(), n, n, n);
+  };
+  // syevd's 1 + 6n + 2n² workspace elements must fit an int: n ≤ 32766.
+  CHECK_THROWS_AS(surgeon::cuda::symmetric_eigen<double>(ctx, square(32767)), surgeon::logic_error);
+  // potrf/potri index n² entries with an int: n ≤ 46340.
+  CHECK_THROWS_AS(surgeon::cuda::damp_and_invert(ctx, square(46341), 0.1, surgeon::damping{}),
+                  surgeon::logic_error);
 }

@@ -449,14 +449,16 @@ TEST_CASE("cuda sparsegpt forced entries: zeros on entry and must_prune", "[cuda
 }
 
 TEST_CASE("cuda sparsegpt breaks exact ties as the CPU backend does", "[cuda][sparsegpt]") {
-  // H = 2·I: U is diagonal with one value, so no update moves a weight and weights in {±1, ±2, ±3}
-  // give exactly equal scores within and across columns and blocks, on both backends. Ties go to
-  // the lower row-major flat index (unstructured) or the lower column (N:M).
+  // H = 4·I undamped: U is diagonal with one value, so no update moves a weight and weights in
+  // {±1, ±2, ±3} give exactly equal scores within and across columns and blocks, on both backends.
+  // Ties go to the lower row-major flat index (unstructured) or the lower column (N:M). Powers of
+  // two throughout (H⁻¹ = I/4, U = I/2), so that every Cholesky path gives the same U_jj in every
+  // column, whatever reciprocals or square roots the solver uses.
   context ctx;
   const index_t rows = 37;
   const index_t cols = 72;
   std::vector<double> h(static_cast<std::size_t>(cols * cols), 0.0);
-  for (index_t j = 0; j < cols; ++j) at(h, cols, j, j) = 2.0;
+  for (index_t j = 0; j < cols; ++j) at(h, cols, j, j) = 4.0;
   std::mt19937_64 engine(1001);
   std::uniform_int_distribution<int> level(1, 3);
   std::bernoulli_distribution sign(0.5);
@@ -467,6 +469,7 @@ TEST_CASE("cuda sparsegpt breaks exact ties as the CPU backend does", "[cuda][sp
     CAPTURE(block);
     sparsegpt_reference_case run;
     run.block_size = block;
+    run.damping = 0.0;
     for (const double sparsity : {0.5, 0.3}) {
       run.sparsity = sparsity;
       check_against_cpu(ctx, h, wf, rows, cols, run);

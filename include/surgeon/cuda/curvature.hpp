@@ -56,6 +56,13 @@ inline int to_solver_int(index_t value, const char* what) {
   return static_cast<int>(value);
 }
 
+/// The order of a square matrix for a 32-bit (legacy) cuSOLVER routine whose int arithmetic (the
+/// workspace size, the n² offsets) holds up to `largest`.
+inline int to_square_solver_int(index_t n, index_t largest, const char* who) {
+  SURGEON_EXPECTS(n <= largest, "{}: order {} exceeds the 32-bit cuSOLVER limit of {}", who, n, largest);
+  return static_cast<int>(n);
+}
+
 inline void syevd_buffer_size(cusolverDnHandle_t h, int n, const float* a, const float* w, int* lwork) {
   SURGEON_CUSOLVER_CHECK(
       cusolverDnSsyevd_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, a, n, w, lwork));
@@ -90,15 +97,17 @@ void copy_square(T* dst, device_matrix_view<const T> m, cudaStream_t stream) {
 /// @param m symmetric `[n, n]`, device (the triangle that is the lower one in column-major order,
 ///        i.e. the upper triangle of the row-major view, is read; pass a symmetric matrix).
 /// Cost: about 9n³ flops; workspace of about 2n² elements plus the n² copy.
-/// @throws logic_error if `m` is not square or empty; numerical_error if syevd does not converge;
-///         cuda_error on any CUDA/cuSOLVER failure.
+/// @throws logic_error if `m` is not square or empty, or n > 32766 (the 32-bit syevd's workspace
+///         size would overflow); numerical_error if syevd does not converge; cuda_error on any
+///         CUDA/cuSOLVER failure.
 template <typename T>
 eigen_decomposition<T> symmetric_eigen(context& ctx, device_matrix_view<const T> m) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "symmetric_eigen<float|double>");
   SURGEON_EXPECTS(m.rows() == m.cols() && m.rows() > 0, "symmetric_eigen: [{}, {}] is not a square matrix",
                   m.rows(), m.cols());
   const index_t n = m.rows();
-  const int ni = detail::to_solver_int(n, "order");
+  // syevd's workspace of 1 + 6n + 2n² elements is counted in an int.
+  const int ni = detail::to_square_solver_int(n, 32766, "symmetric_eigen");
   cudaStream_t stream = ctx.stream();
   eigen_decomposition<T> result;
   result.order = n;
@@ -176,9 +185,10 @@ class damped_factor {
 /// matrices are ready in stream order.
 /// Cost: n³/3 flops per attempt plus 2n³/3 for the inverse; device memory for two n² matrices and
 /// the cuSOLVER workspace.
-/// @throws logic_error if `factor` is not square, is empty, or holds a non-finite value, or `lambda`
-///         is negative or not finite; numerical_error if a relative damping has a non-positive mean
-///         diagonal or every attempt fails; cuda_error on any CUDA/cuSOLVER failure.
+/// @throws logic_error if `factor` is not square, is empty, holds a non-finite value or has
+///         n > 46340 (the 32-bit potrf/potri), or `lambda` is negative or not finite; numerical_error if a
+///         relative damping has a non-positive mean diagonal or every attempt fails; cuda_error on any
+///         CUDA/cuSOLVER failure.
 inline damped_factor damp_and_invert(context& ctx, device_matrix_view<const double> factor, double lambda,
                                      const damping& d) {
   validate(d);
@@ -188,7 +198,8 @@ inline damped_factor damp_and_invert(context& ctx, device_matrix_view<const doub
   SURGEON_EXPECTS(n > 0, "damp_and_invert: empty factor");
   SURGEON_EXPECTS(std::isfinite(lambda) && lambda >= 0.0, "damp_and_invert: lambda must be >= 0, got {}",
                   lambda);
-  const int ni = detail::to_solver_int(n, "order");
+  // potrf/potri index the n x n factor with int: n² must stay below 2³¹.
+  const int ni = detail::to_square_solver_int(n, 46340, "damp_and_invert");
   cudaStream_t stream = ctx.stream();
   cusolverDnHandle_t solver = ctx.cusolver();
 
@@ -340,6 +351,8 @@ dead_structure find_dead_on_device(context& ctx, device_matrix_view<const double
 /// @param g output-side factor G `[R, R]`, device, symmetric; @param a input-side factor A `[C, C]`
 ///        (C includes the bias column when the layer has one); @param w the weights `W̃ [R, C]`,
 ///        device, float or double, any `ld` (or empty).
+/// The result is ready in the order of `ctx`'s stream: use it with `ctx` (as the driver does), or
+/// synchronize `ctx` before handing it to work on another context's stream.
 /// Cost: O(R³ + C³) flops on the device (two Cholesky factorisations and inverses); a few small
 /// host transfers; device memory for two copies of each live factor.
 /// @throws logic_error on mismatched shapes or bad damping; numerical_error as `damp_and_invert`,

@@ -298,7 +298,10 @@ class device_factor_accumulator {
     SURGEON_CUDA_CHECK(cudaMemsetAsync(nonfinite_.data(), 0, sizeof(int), stream));
     detail::launch_flag_nonfinite(x.data(), x.rows(), x.cols(), x.ld(), nonfinite_.data(), stream);
     int flag = 0;
-    nonfinite_.copy_to_host_sync(&flag, 1);
+    // Read back on the stream that ran the check (`nonfinite_`'s own stream is its creator's).
+    SURGEON_CUDA_CHECK(
+        cudaMemcpyAsync(&flag, nonfinite_.data(), sizeof(int), cudaMemcpyDeviceToHost, stream));
+    SURGEON_CUDA_CHECK(cudaStreamSynchronize(stream));
     SURGEON_EXPECTS(flag == 0,
                     "device_factor_accumulator::add: non-finite input (NaN or infinity) in a [{}, {}] batch",
                     x.rows(), x.cols());
@@ -346,10 +349,14 @@ class device_factor_accumulator {
     const index_t elements = x.rows() * x.cols();
     // The previous upload from this slot finished when its `add` returned, so the pinned buffer is
     // free; the device buffer may still be read by that batch's update (the copy stream waits).
-    if (s.host.size() < elements) {
-      s.host = detail::pinned_buffer<In>(elements);
+    if (s.host.size() < elements || s.device.size() < elements) {
+      // Both are allocated before either is replaced, so that a failed allocation (out of memory)
+      // leaves the slot consistent: a retry must not upload into a smaller device buffer.
+      device_buffer<In> device(ctx, elements);
+      detail::pinned_buffer<In> host(elements);
       // The old device buffer is freed on the context's stream, after the update that reads it.
-      s.device = device_buffer<In>(ctx, elements);
+      s.device = std::move(device);
+      s.host = std::move(host);
       // Stream-ordered memory is usable from the copy stream once its allocation has completed.
       ctx.synchronize();
     }
@@ -372,7 +379,13 @@ class device_factor_accumulator {
                     x.rows(), x.cols());
     // The event has completed, so this wait is free; it documents the dependency all the same.
     SURGEON_CUDA_CHECK(cudaStreamWaitEvent(ctx.stream(), s.copied.get(), 0));
-    update(ctx, s.device.data(), x.rows(), x.cols(), area.scratch<T>());
+    try {
+      update(ctx, s.device.data(), x.rows(), x.cols(), area.scratch<T>());
+    } catch (...) {
+      // Part of the update may be queued and still read the slot: order its next refill after it.
+      if (cudaEventRecord(s.computed.get(), ctx.stream()) == cudaSuccess) s.used = true;
+      throw;
+    }
     SURGEON_CUDA_CHECK(cudaEventRecord(s.computed.get(), ctx.stream()));
     s.used = true;
     staging.next = 1 - staging.next;

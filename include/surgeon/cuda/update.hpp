@@ -267,8 +267,9 @@ void update_rows_columns(context& ctx, const kronecker_curvature& curv, device_m
 /// Cost per chunk (n entries, m rows): n² to build M, n³/3 + 4n² for the solve and the residual,
 /// 2m·C² + 2R·m·C for the update; device memory 3n² + m·(R + C) doubles; one host round trip per
 /// chunk for the solver's `info`.
-/// @throws logic_error if the mask or weights do not fit, a weight is non-finite or
-///         `budget.max < -1`; numerical_error if a chunk system cannot be factorised; cuda_error.
+/// @throws logic_error if the mask or weights do not fit, a weight is non-finite, `budget.max < -1`,
+///         or `budget.tolerance`/`max_iterations` are invalid (as on the CPU, although unused
+///         here); numerical_error if a chunk system cannot be factorised; cuda_error.
 template <typename T>
 update_report obs_update(context& ctx, const kronecker_curvature& curv, device_matrix_view<T> w,
                          const mask& pruned, correlate budget = {}) {
@@ -276,6 +277,9 @@ update_report obs_update(context& ctx, const kronecker_curvature& curv, device_m
   detail::check_update(ctx, who, curv, w);
   detail::check_mask(who, w, pruned);
   SURGEON_EXPECTS(budget.max >= -1, "{}: correlation budget {} must be >= -1", who, budget.max);
+  SURGEON_EXPECTS(std::isfinite(budget.tolerance) && budget.tolerance > 0.0 && budget.max_iterations >= 1,
+                  "{}: iterative chunk solves need tolerance > 0 and max_iterations >= 1, got {} and {}", who,
+                  budget.tolerance, budget.max_iterations);
   const dead_structure& dead = curv.dead;
   const index_t r = curv.g.order();
   const index_t c = curv.a.order();

@@ -369,7 +369,8 @@ __global__ void chunk_system_kernel(const double* __restrict__ g_inverse, index_
   for (index_t e = first_index(); e < total; e += grid_stride()) {
     const index_t l = e / n;
     const index_t k = e - l * n;
-    system[e] = g_inverse[rows[er[k]] * r + rows[er[l]]] * a_inverse[ec[k] * c + ec[l]];
+    // Both inverses are symmetric: index them so that neighbouring k read neighbouring entries.
+    system[e] = g_inverse[rows[er[l]] * r + rows[er[k]]] * a_inverse[ec[l] * c + ec[k]];
   }
 }
 
@@ -448,7 +449,10 @@ __global__ void keep_indicator_kernel(const std::uint64_t* __restrict__ words, i
     keep[e] = pruned ? 0.0 : 1.0;
     local += pruned ? 1u : 0u;
   }
-  if (local != 0) atomicAdd(masked, local);
+  // One atomic per warp, not per thread, on the single counter (blocks are whole warps, and every
+  // lane reaches the shuffle).
+  for (int offset = 16; offset > 0; offset /= 2) local += __shfl_down_sync(0xFFFFFFFFu, local, offset);
+  if ((threadIdx.x & 31u) == 0 && local != 0) atomicAdd(masked, local);
 }
 
 inline void launch_keep_indicator(const std::uint64_t* words, index_t words_per_row, const index_t* rows,

@@ -85,8 +85,9 @@ struct calibration_counts {
   index_t passes = 0;            ///< calls of `calibrate` that ran anything
   index_t forward_batches = 0;   ///< batches through `runtime::forward` (no gradient wanted)
   index_t backward_batches = 0;  ///< batches through `runtime::backward`
-  index_t blocks = 0;            ///< transformer blocks evaluated over all batches (backward: every block)
-  index_t resumed_batches = 0;   ///< forward batches that started from a cached residual stream
+  index_t blocks = 0;            ///< transformer blocks started over all batches (backward: every block; a
+                       ///< forward-only pass stops inside its last block after the last wanted input)
+  index_t resumed_batches = 0;  ///< forward batches that started from a cached residual stream
 };
 
 /// @brief `surgeon::prune` adapter over a `model` (pruned in place) and a `runtime` on it.
@@ -132,8 +133,9 @@ class prune_adapter {
   /// @brief One calibration pass: N windows of T tokens at seeded random offsets, `batch` at a
   /// time through `runtime::backward`, every layer input and output gradient forwarded to `sink`.
   /// When the sink wants no output gradient (Wanda, L-OBD, SparseGPT) the pass is
-  /// `runtime::forward` instead — the same inputs for a third of the work — and it stops after the
-  /// last block whose input the sink wants (a group of early matrices needs only early blocks).
+  /// `runtime::forward` instead — the same inputs for a third of the work — and it stops right
+  /// after the last input the sink wants (a group of early matrices needs only early blocks, and
+  /// the rest of the last block and the output head are skipped).
   /// The windows depend on the seed only (and on the shot when `reseed_per_shot`).
   void calibrate(calibration_sink& sink, int shot) {
     const std::uint64_t seed =
@@ -148,12 +150,14 @@ class prune_adapter {
     };
     const bool forward_only = !sink.wants_output_gradients();
     index_t first_layer = model_.cfg.n_layers;  // the first and last blocks whose input the sink wants
-    index_t last_layer = -1;                    // (forward_only)
+    index_t last_layer = -1;                    // and the last wanted input of the last (forward_only)
+    linear_kind last_input = linear_kind::attn_q;
     if (forward_only) {
-      for (const model::linear_ref& ref : model_.linear_layers()) {
+      for (const model::linear_ref& ref : model_.linear_layers()) {  // block order, then kind order
         if (!sink.wants_input(ref.input_key)) continue;
         first_layer = std::min(first_layer, ref.layer);
-        last_layer = std::max(last_layer, ref.layer);
+        last_layer = ref.layer;
+        last_input = ref.kind;
       }
       if (last_layer < 0) return;  // nothing of this pass is wanted
       h.output_grad = nullptr;
@@ -190,16 +194,14 @@ class prune_adapter {
                                    : runtime_.embeddings(batch_tokens, count, seqlen);
         runtime_.forward_blocks(x, count, seqlen, start, first_layer - 1, hooks{});
         streams.push_back(x);
-        runtime_.forward_blocks(x, count, seqlen, first_layer, last_layer, h);
+        runtime_.forward_blocks(x, count, seqlen, first_layer, last_layer, h, last_input);
         ++counts_.forward_batches;
         counts_.resumed_batches += resume ? 1 : 0;
         counts_.blocks += last_layer + 1 - start;
         continue;
       }
       if (forward_only) {
-        const bool whole_model = last_layer == model_.cfg.n_layers - 1;
-        const double loss = runtime_.forward(batch_tokens, count, seqlen, h, whole_model ? -1 : last_layer);
-        if (whole_model) last_calibration_loss_ = loss;
+        runtime_.forward(batch_tokens, count, seqlen, h, last_layer, last_input);
         ++counts_.forward_batches;
         counts_.blocks += last_layer + 1;
         continue;
@@ -234,9 +236,8 @@ class prune_adapter {
 
   /// @brief The last perplexity `evaluate` computed (zeros before the first).
   const perplexity_result& last_perplexity() const { return last_perplexity_; }
-  /// @brief The mean loss of the last calibration batch that ran the whole model (0 before the
-  /// first; a forward-only pass that stopped early or resumed from a cached stream leaves it as
-  /// it was).
+  /// @brief The mean loss of the last backward calibration batch (0 before the first; forward-only
+  /// passes stop after their last wanted input, compute no loss and leave it as it was).
   double last_calibration_loss() const { return last_calibration_loss_; }
   /// @brief What the calibration passes have run so far (forward-only or backward batches).
   const calibration_counts& calibration_work() const { return counts_; }

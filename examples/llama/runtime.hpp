@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -99,12 +100,15 @@ class runtime {
   /// key and block, in block order), for calibrations that need no gradient (the A factors of
   /// Wanda, L-OBD and SparseGPT). The inputs are bit-identical to those `backward` hands over.
   /// `last_layer` stops the pass after that block (-1: every block; the loss is then not computed
-  /// and 0 returned). Returns the mean next-token loss.
+  /// and 0 returned); `stop_after` stops it inside that block (the last one when `last_layer` is
+  /// -1) right after the input of that kind is handed to `h` (q/k/v share one input, gate/up
+  /// another), so a calibration that wants no later input skips the rest of the block and the
+  /// head; the loss is then not computed and 0 returned. Returns the mean next-token loss.
   /// Cost: one forward pass (about a third of `backward`); memory: one block's activations.
   /// @throws logic_error on bad shapes or token ids, when `h` has `output_grad` or `weight_grad`
   ///         (they need `backward`), or when `last_layer` is not a block or -1.
   double forward(const std::vector<std::int32_t>& tokens, index_t batch, index_t seq, const hooks& h,
-                 index_t last_layer = -1) {
+                 index_t last_layer = -1, std::optional<linear_kind> stop_after = std::nullopt) {
     check_batch(tokens, batch, seq);
     SURGEON_EXPECTS(!h.output_grad && !h.weight_grad,
                     "runtime::forward: output and weight gradients need runtime::backward");
@@ -113,8 +117,10 @@ class runtime {
                     "runtime::forward: last_layer {} is not a block of the {} (or -1)", last_layer, layers);
     const index_t stop = last_layer < 0 ? layers : last_layer + 1;
     matrix x = embed(tokens);
-    for (index_t l = 0; l < stop; ++l) block_forward(l, x, batch, seq, nullptr, &h);
-    if (stop < layers) return 0.0;
+    for (index_t l = 0; l < stop; ++l) {
+      block_forward(l, x, batch, seq, nullptr, &h, l == stop - 1 ? stop_after : std::nullopt);
+    }
+    if (stop < layers || stop_after) return 0.0;
     const double loss_sum = head(x, tokens, batch, seq, nullptr, nullptr, backward_options{});
     return loss_sum / static_cast<double>(batch * (seq - 1));
   }
@@ -129,10 +135,13 @@ class runtime {
   /// @brief Runs blocks `first` … `last` forward on the residual stream `x` `[batch·seq, dim]`
   /// (the input of block `first`), in place, handing every linear layer's input to `h.input` as
   /// `forward` does; `x` ends as the input of block `last + 1`. With `last = first − 1` nothing
-  /// runs. Lets a caller resume a forward pass from a cached residual stream.
+  /// runs. Lets a caller resume a forward pass from a cached residual stream. With `stop_after`,
+  /// block `last` stops right after handing the input of that kind to `h` (as in `forward`) and
+  /// `x` is left unspecified: for a caller that wants nothing after that input.
   /// Cost: those blocks of a forward pass. @throws logic_error on a bad block range or shape, or
   /// when `h` has gradient hooks.
-  void forward_blocks(matrix& x, index_t batch, index_t seq, index_t first, index_t last, const hooks& h) {
+  void forward_blocks(matrix& x, index_t batch, index_t seq, index_t first, index_t last, const hooks& h,
+                      std::optional<linear_kind> stop_after = std::nullopt) {
     const index_t layers = model_->cfg.n_layers;
     SURGEON_EXPECTS(!h.output_grad && !h.weight_grad,
                     "runtime::forward_blocks: output and weight gradients need runtime::backward");
@@ -143,7 +152,8 @@ class runtime {
                     x.rows(), x.cols(), batch, seq, model_->cfg.dim);
     SURGEON_EXPECTS(seq <= model_->cfg.max_seq_len, "runtime::forward_blocks: seq {} exceeds the context {}",
                     seq, model_->cfg.max_seq_len);
-    for (index_t l = first; l <= last; ++l) block_forward(l, x, batch, seq, nullptr, &h);
+    for (index_t l = first; l <= last; ++l)
+      block_forward(l, x, batch, seq, nullptr, &h, l == last ? stop_after : std::nullopt);
   }
 
   /// @brief Forward and backward of the mean next-token loss; every linear layer's input, output
@@ -296,10 +306,30 @@ class runtime {
                host_matrix_view<const float>(input.data(), input.rows(), input.cols()));
   }
 
+  // The position of the input of `kind` among a block's four input deliveries (q/k/v share the
+  // first, gate/up the third).
+  static int delivery_index(linear_kind kind) {
+    switch (kind) {
+      case linear_kind::attn_q:
+      case linear_kind::attn_k:
+      case linear_kind::attn_v:
+        return 0;
+      case linear_kind::attn_output:
+        return 1;
+      case linear_kind::ffn_gate:
+      case linear_kind::ffn_up:
+        return 2;
+      case linear_kind::ffn_down:
+        return 3;
+    }
+    return 3;
+  }
+
   // One block, in place on x. With a cache, keeps what the backward pass needs; with hooks, hands
-  // the layer inputs to them as they are computed.
+  // the layer inputs to them as they are computed. With `stop_after`, returns right after that
+  // input is handed over, leaving x as it was (the caller discards it).
   void block_forward(index_t layer, matrix& x, index_t batch, index_t seq, block_cache* cache,
-                     const hooks* h = nullptr) {
+                     const hooks* h = nullptr, std::optional<linear_kind> stop_after = std::nullopt) {
     const config& cfg = model_->cfg;
     const block_weights& b = model_->blocks[static_cast<std::size_t>(layer)];
     const index_t d = cfg.dim;
@@ -307,10 +337,12 @@ class runtime {
     const index_t hd = cfg.head_dim();
     const index_t group = cfg.n_heads / cfg.n_kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int stop = stop_after ? delivery_index(*stop_after) : -1;  // -1: run the whole block
 
     std::vector<float> r1;
     matrix h1 = rms_norm(x, b.attn_norm, &r1);
     deliver_input(h, layer, linear_kind::attn_q, h1);
+    if (stop == 0) return;
     matrix q = h1 * weight(b.wq, d, d).transpose();
     matrix k = h1 * weight(b.wk, kv, d).transpose();
     matrix v = h1 * weight(b.wv, kv, d).transpose();
@@ -339,10 +371,12 @@ class runtime {
       }
     }
     deliver_input(h, layer, linear_kind::attn_output, o);
+    if (stop == 1) return;
     matrix x2 = x + o * weight(b.wo, d, d).transpose();
     std::vector<float> r2;
     matrix h2 = rms_norm(x2, b.ffn_norm, &r2);
     deliver_input(h, layer, linear_kind::ffn_gate, h2);
+    if (stop == 2) return;
     matrix gate = h2 * weight(b.w_gate, cfg.hidden_dim, d).transpose();
     matrix up = h2 * weight(b.w_up, cfg.hidden_dim, d).transpose();
     matrix act(gate.rows(), gate.cols());
@@ -350,6 +384,7 @@ class runtime {
       for (index_t j = 0; j < gate.cols(); ++j) act(n, j) = silu(gate(n, j)) * up(n, j);
     }
     deliver_input(h, layer, linear_kind::ffn_down, act);
+    if (stop == 3) return;
     matrix x3 = x2;
     x3.noalias() += act * weight(b.w_down, d, cfg.hidden_dim).transpose();
     if (cache) {

@@ -11,6 +11,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "llama/llama2c_model.hpp"
@@ -125,6 +126,44 @@ TEST_CASE("runtime::forward hands every layer input over exactly as runtime::bac
       CAPTURE(key);
       CHECK((key.rfind("blk.0.", 0) == 0 || key.rfind("blk.1.", 0) == 0));
       CHECK(batches == from_forward.at(key));
+    }
+  }
+
+  SECTION("stop_after stops inside the last block right after that input") {
+    using surgeon::llama::linear_kind;
+    // The input keys of a block in delivery order, and how many of them each kind's stop delivers.
+    const std::vector<std::string> suffixes = {"attn_in", "attn_output_in", "ffn_in", "ffn_down_in"};
+    const std::vector<std::pair<linear_kind, std::size_t>> stops = {
+        {linear_kind::attn_q, 1},      {linear_kind::attn_k, 1},   {linear_kind::attn_v, 1},
+        {linear_kind::attn_output, 2}, {linear_kind::ffn_gate, 3}, {linear_kind::ffn_up, 3},
+        {linear_kind::ffn_down, 4}};
+    const auto expect_prefix_of_block = [&](const capture& got, index_t block, std::size_t delivered) {
+      const std::size_t expected_keys = 4 * static_cast<std::size_t>(block) + delivered;
+      CHECK(got.size() == expected_keys);
+      for (index_t l = 0; l <= block; ++l) {
+        for (std::size_t k = 0; k < suffixes.size(); ++k) {
+          const std::string key = "blk." + std::to_string(l) + "." + suffixes[k];
+          CAPTURE(key);
+          const bool wanted = l < block || k < delivered;
+          REQUIRE(got.count(key) == (wanted ? 1u : 0u));
+          if (wanted) CHECK(got.at(key) == from_forward.at(key));  // bit for bit
+        }
+      }
+    };
+    for (const auto& [kind, delivered] : stops) {
+      CAPTURE(static_cast<int>(kind));
+      capture early;
+      CHECK(runtime.forward(tokens, batch, seq, capturing_inputs(early), 1, kind) == 0.0);
+      expect_prefix_of_block(early, 1, delivered);
+      // Without last_layer the stop is in the last block, and the head is skipped (no loss).
+      capture last;
+      CHECK(runtime.forward(tokens, batch, seq, capturing_inputs(last), -1, kind) == 0.0);
+      expect_prefix_of_block(last, layers - 1, delivered);
+      // forward_blocks from the embeddings: blocks 0..1, stopping in block 1.
+      capture resumed;
+      surgeon::llama::runtime::matrix x = runtime.embeddings(tokens, batch, seq);
+      runtime.forward_blocks(x, batch, seq, 0, 1, capturing_inputs(resumed), kind);
+      expect_prefix_of_block(resumed, 1, delivered);
     }
   }
 

@@ -7,7 +7,10 @@
 # summary. Budget: under 8 minutes in all (build about 2-3, tests well under 1, the prune check
 # about 1-2, benchmarks about 3; each step has its own timeout). GPU_CHECK_QUICK=1 skips the
 # 11008² eigendecompositions, runs the LLM Surgeon layer shot on 1024 of its 4096 rows and only
-# six of the prune check's configurations.
+# six of the prune check's configurations. Without it, the script still switches a later step to
+# its quick form when the time left of GPU_CHECK_BUDGET (seconds, default 480) is short for the
+# full one, and caps each step's timeout at the time left, so that one run under a device limit
+# of 8-9 minutes ends with every step's result rather than a kill mid-way.
 # Logs and the summary are copied to $OUT when it is set.
 #
 #   bash scripts/fill-deps.sh          # first, on a machine with the packages
@@ -21,6 +24,17 @@ mkdir -p "$build" "$logs"
 export PATH="/usr/local/cuda/bin:$PATH"
 start=$(date +%s)
 elapsed() { echo "$(($(date +%s) - start))s"; }
+budget="${GPU_CHECK_BUDGET:-480}"
+left() { echo $((budget - ($(date +%s) - start))); }
+# A step's timeout: its usual cap, or the time left (at least 30 s), whichever is smaller.
+step_timeout() {
+  local cap=$1 rest
+  rest=$(left)
+  [ "$rest" -lt 30 ] && rest=30
+  [ "$rest" -lt "$cap" ] && echo "$rest" || echo "$cap"
+}
+quick="${GPU_CHECK_QUICK:-0}"
+quick_notes=""
 
 if [ ! -f "$root/.deps/include/Eigen/Dense" ]; then
   echo "gpu_check: $root/.deps/include is empty: run scripts/fill-deps.sh first (and carry .deps)" >&2
@@ -45,13 +59,19 @@ echo "configure: $status_configure, build: $status_build ($(elapsed))"
 [ "$status_build" = 0 ] || tail -40 "$logs/build.log"
 
 if [ "$status_build" = 0 ]; then
-  (cd "$build" && timeout 90 ./test_cuda --durations yes >"$logs/test_cuda.log" 2>&1) || status_test=$?
+  (cd "$build" && timeout "$(step_timeout 90)" ./test_cuda --durations yes >"$logs/test_cuda.log" 2>&1) ||
+    status_test=$?
   echo "test_cuda: exit $status_test ($(elapsed))"
   tail -25 "$logs/test_cuda.log"
   prune_args=()
-  [ "${GPU_CHECK_QUICK:-0}" = 1 ] && prune_args=(--quick)
+  # The full prune check takes about 2 minutes and the full benchmarks about 3.
+  if [ "$quick" != 1 ] && [ "$(left)" -lt 330 ]; then
+    prune_args=(--quick)
+    quick_notes="$quick_notes prune_check quick ($(left) s left);"
+  fi
+  [ "$quick" = 1 ] && prune_args=(--quick)
   if [ -f "$root/.deps/shared/models/stories260K/stories260K.bin" ]; then
-    timeout 180 python3 "$root/tests/llama/prune_check.py" cuda --prune "$build/surgeon-prune" \
+    timeout "$(step_timeout 180)" python3 "$root/tests/llama/prune_check.py" cuda --prune "$build/surgeon-prune" \
       --ppl "$build/surgeon-ppl" --shared "$root/.deps/shared" --work "$build/prune_check" --cuda-build 1 \
       "${prune_args[@]}" >"$logs/prune_check.log" 2>&1 || status_prune=$?
     grep -E "^  [a-z_0-9]+: ppl cpu|configurations agree|FAIL|skipped" "$logs/prune_check.log"
@@ -60,9 +80,15 @@ if [ "$status_build" = 0 ]; then
   fi
   echo "prune_check: exit $status_prune ($(elapsed))"
   bench_args=()
-  # Skip the 11008² eigendecompositions and shrink the layer when time is short (GPU_CHECK_QUICK=1).
-  [ "${GPU_CHECK_QUICK:-0}" = 1 ] && bench_args=(--no-large-eigen --layer-rows 1024)
-  (cd "$build" && timeout 300 ./bench_cuda "${bench_args[@]}" >"$logs/bench_cuda.log" 2>&1) || status_bench=$?
+  # Skip the 11008² eigendecompositions and shrink the layer when time is short (GPU_CHECK_QUICK=1,
+  # or less than 200 s left).
+  if [ "$quick" != 1 ] && [ "$(left)" -lt 200 ]; then
+    quick_notes="$quick_notes bench_cuda quick ($(left) s left);"
+    bench_args=(--no-large-eigen --layer-rows 1024)
+  fi
+  [ "$quick" = 1 ] && bench_args=(--no-large-eigen --layer-rows 1024)
+  (cd "$build" && timeout "$(step_timeout 300)" ./bench_cuda "${bench_args[@]}" >"$logs/bench_cuda.log" 2>&1) ||
+    status_bench=$?
   echo "bench_cuda: exit $status_bench ($(elapsed))"
   cat "$logs/bench_cuda.log"
 else
@@ -76,5 +102,6 @@ fi
   echo "test_cuda   $status_test   (0 = all passed, 77 = no device)"
   echo "prune_check $status_prune   (surgeon-prune --device cuda vs cpu on stories260K; 77 = no device)"
   echo "bench_cuda  $status_bench"
+  echo "mode        $([ "$quick" = 1 ] && echo "quick (GPU_CHECK_QUICK=1)" || echo "full, budget ${budget} s;${quick_notes:- no step shortened}")"
 } | tee "$logs/summary.txt"
 [ "$status_configure" = 0 ] && [ "$status_build" = 0 ] && [ "$status_test" = 0 ] && [ "$status_prune" = 0 ] && [ "$status_bench" = 0 ]

@@ -227,7 +227,9 @@ class host_staging_area {
 ///         forms its sums in double.
 ///
 /// Not thread-safe. Use it with one context (one device); state buffers are ordered on the
-/// stream of the context that created the accumulator.
+/// stream of the context that created the accumulator. After a `cuda_error` from `add` part of
+/// that batch may already be in the state (its update is several kernels): `reset()` before
+/// accumulating again. A `logic_error` (bad shape, non-finite input) leaves the state unchanged.
 template <typename T>
 class device_factor_accumulator {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,

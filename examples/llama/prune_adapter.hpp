@@ -103,10 +103,23 @@ class prune_adapter {
   prune_adapter(model& m, runtime& rt, const std::vector<std::int32_t>& calibration_tokens,
                 const std::vector<std::int32_t>& evaluation_tokens, calibration_options calibration,
                 evaluation_options evaluation)
+      : prune_adapter(m, rt, calibration_tokens,
+                      std::vector<const std::vector<std::int32_t>*>{&evaluation_tokens},
+                      std::move(calibration), std::move(evaluation)) {}
+
+  /// @brief The same over several evaluation texts: `evaluate` scores each of them (SPEC.md §7
+  /// asks for the calibration domain and at least one other) and returns the first one's
+  /// perplexity; `last_perplexities` holds them all.
+  /// @param evaluation_texts the tokenised evaluation texts, in order (at least one unless
+  ///        `evaluate_when::never`); the streams must outlive the adapter
+  /// @throws logic_error if the runtime is not over `m`, or a stream is too short for its windows.
+  prune_adapter(model& m, runtime& rt, const std::vector<std::int32_t>& calibration_tokens,
+                std::vector<const std::vector<std::int32_t>*> evaluation_texts,
+                calibration_options calibration, evaluation_options evaluation)
       : model_(m),
         runtime_(rt),
         calibration_tokens_(calibration_tokens),
-        evaluation_tokens_(evaluation_tokens),
+        evaluation_texts_(std::move(evaluation_texts)),
         calibration_(std::move(calibration)),
         evaluation_(std::move(evaluation)) {
     SURGEON_EXPECTS(&rt.weights() == &m, "prune_adapter: the runtime does not run this model");
@@ -115,9 +128,14 @@ class prune_adapter {
                     "prune_adapter: {} calibration tokens do not fill one sequence of {}",
                     calibration_tokens_.size(), calibration_.seqlen);
     if (evaluation_.when != evaluate_when::never) {
-      SURGEON_EXPECTS(static_cast<index_t>(evaluation_tokens_.size()) >= evaluation_.seqlen,
-                      "prune_adapter: {} evaluation tokens do not fill one window of {}",
-                      evaluation_tokens_.size(), evaluation_.seqlen);
+      SURGEON_EXPECTS(!evaluation_texts_.empty(), "prune_adapter: no evaluation text");
+      for (std::size_t k = 0; k < evaluation_texts_.size(); ++k) {
+        SURGEON_EXPECTS(evaluation_texts_[k] != nullptr &&
+                            static_cast<index_t>(evaluation_texts_[k]->size()) >= evaluation_.seqlen,
+                        "prune_adapter: evaluation text {} has {} tokens, less than one window of {}", k,
+                        evaluation_texts_[k] == nullptr ? 0 : evaluation_texts_[k]->size(),
+                        evaluation_.seqlen);
+      }
     }
   }
 
@@ -220,22 +238,30 @@ class prune_adapter {
     }
   }
 
-  /// @brief Perplexity on the evaluation tokens (SPEC.md §7) after a shot, or NaN for the shots
-  /// `evaluation_options::when` skips. The driver calls it once per shot, so the adapter counts
-  /// the calls to know the shot.
+  /// @brief Perplexity on the (first) evaluation text (SPEC.md §7) after a shot, or NaN for the
+  /// shots `evaluation_options::when` skips; every evaluation text is scored
+  /// (`last_perplexities`). The driver calls it once per shot, so the adapter counts the calls to
+  /// know the shot.
   double evaluate() {
     ++evaluations_;
     const bool wanted =
         evaluation_.when == evaluate_when::every_shot ||
         (evaluation_.when == evaluate_when::last_shot && evaluations_ == evaluation_.last_shot);
     if (!wanted) return std::numeric_limits<double>::quiet_NaN();
-    last_perplexity_ = perplexity(runtime_, evaluation_tokens_, evaluation_.seqlen, evaluation_.max_windows,
-                                  evaluation_.batch, evaluation_.on_progress);
-    return last_perplexity_.ppl;
+    last_perplexities_.clear();
+    for (const std::vector<std::int32_t>* text : evaluation_texts_) {
+      last_perplexities_.push_back(perplexity(runtime_, *text, evaluation_.seqlen, evaluation_.max_windows,
+                                              evaluation_.batch, evaluation_.on_progress));
+    }
+    return last_perplexities_.front().ppl;
   }
 
-  /// @brief The last perplexity `evaluate` computed (zeros before the first).
-  const perplexity_result& last_perplexity() const { return last_perplexity_; }
+  /// @brief The last perplexity `evaluate` computed on the first text (zeros before the first).
+  perplexity_result last_perplexity() const {
+    return last_perplexities_.empty() ? perplexity_result{} : last_perplexities_.front();
+  }
+  /// @brief The last perplexities `evaluate` computed, one per evaluation text (empty before the first).
+  const std::vector<perplexity_result>& last_perplexities() const { return last_perplexities_; }
   /// @brief The mean loss of the last backward calibration batch (0 before the first; forward-only
   /// passes stop after their last wanted input, compute no loss and leave it as it was).
   double last_calibration_loss() const { return last_calibration_loss_; }
@@ -246,11 +272,11 @@ class prune_adapter {
   model& model_;
   runtime& runtime_;
   const std::vector<std::int32_t>& calibration_tokens_;
-  const std::vector<std::int32_t>& evaluation_tokens_;
+  std::vector<const std::vector<std::int32_t>*> evaluation_texts_;
   calibration_options calibration_;
   evaluation_options evaluation_;
   int evaluations_ = 0;
-  perplexity_result last_perplexity_{};
+  std::vector<perplexity_result> last_perplexities_;
   double last_calibration_loss_ = 0.0;
   calibration_counts counts_{};
 

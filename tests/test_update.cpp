@@ -341,41 +341,128 @@ TEST_CASE("the dense-product form equals the sparse-row form", "[update]") {
 }
 
 TEST_CASE("whole-mask PCG equals the exact joint OBS solution", "[update]") {
+  using surgeon::pcg_form;
   surgeon::cpu::context cpu;
+  const pcg_form form = GENERATE(pcg_form::removed_sweep, pcg_form::kept_kronecker);
   for (const unsigned seed : {10u, 11u}) {
-    CAPTURE(seed);
+    CAPTURE(static_cast<int>(form), seed);
     layer l = random_layer(10, 12, seed);
     l.factorize();
     const mask m = random_mask(10, 12, 0.5, seed);
     const dense expected =
         oracle_updated(fisher(l.curv), live_part(l.curv, l.w, l.cols), live_indices(l.curv, m));
+    const dense before = live_part(l.curv, l.w, l.cols);
     const std::vector<float> original(l.w.begin(), l.w.end());
-    const auto report =
-        surgeon::cpu::obs_update_full(cpu, l.curv, l.view(), m, surgeon::cpu::pcg_options{1e-13, 1000});
+    const auto report = surgeon::cpu::obs_update_full(cpu, l.curv, l.view(), m,
+                                                      surgeon::cpu::pcg_options{1e-13, 1000, form, false});
     CHECK(report.chunks == 1);
     CHECK(report.solved == m.count());
     CHECK(report.iterations > 0);
     CHECK(report.relative_residual <= 1e-13);
     CHECK(difference(live_part(l.curv, l.w, l.cols), expected) < 1e-8);
+    // The loss the solver tracked is the damped loss of the change it made.
+    const double loss = surgeon::test::quadratic_loss(
+        fisher(l.curv), surgeon::test::flatten(live_part(l.curv, l.w, l.cols) - before));
+    CHECK(report.loss == Approx(loss).epsilon(1e-8));
     check_masked_zero(l.w, l.cols, m);
     {  // the iteration limit stops it
       std::vector<float> w32 = original;
-      const auto capped = surgeon::cpu::obs_update_full(
-          cpu, l.curv, host_matrix_view<float>(w32.data(), 10, 12), m, surgeon::cpu::pcg_options{1e-13, 2});
+      const auto capped =
+          surgeon::cpu::obs_update_full(cpu, l.curv, host_matrix_view<float>(w32.data(), 10, 12), m,
+                                        surgeon::cpu::pcg_options{1e-13, 2, form, false});
       CHECK(capped.iterations == 2);
       CHECK(capped.relative_residual > 1e-13);
       check_masked_zero(w32, 12, m);
     }
-    {  // the default tolerance stops it early, with a residual at most 1e-3
+    {  // a looser tolerance stops it early, with the residual it asked for
       std::vector<float> w32 = original;
       const auto loose =
-          surgeon::cpu::obs_update_full(cpu, l.curv, host_matrix_view<float>(w32.data(), 10, 12), m);
+          surgeon::cpu::obs_update_full(cpu, l.curv, host_matrix_view<float>(w32.data(), 10, 12), m,
+                                        surgeon::cpu::pcg_options{1e-3, 100, form, false});
       CHECK(loose.iterations >= 1);
       CHECK(loose.relative_residual <= 1e-3);
       CHECK(loose.iterations <= report.iterations);
       check_masked_zero(w32, 12, m);
     }
+    {  // float products: the same solution to float precision
+      std::vector<double> single(original.begin(), original.end());
+      const auto report_single =
+          surgeon::cpu::obs_update_full(cpu, l.curv, host_matrix_view<double>(single.data(), 10, 12), m,
+                                        surgeon::cpu::pcg_options{1e-5, 1000, form, true});
+      CHECK(report_single.relative_residual <= 1e-5);
+      CHECK(difference(live_part(l.curv, single, l.cols), expected) < 1e-3);
+      check_masked_zero(single, 12, m);
+    }
   }
+}
+
+TEST_CASE("the removed-sweep preconditioner is exact when G is diagonal and every row removes a prefix",
+          "[update]") {
+  // With Ĝ diagonal the dual system splits by rows, and when a row's removed columns are the first
+  // columns of the sweep's order its block [Â⁻¹]_QQ = U_QQᵀ U_QQ exactly: one iteration solves it.
+  surgeon::cpu::context cpu;
+  const index_t rows = 8;
+  const index_t cols = 10;
+  layer l = random_layer(rows, cols, 31u);
+  l.g = host_matrix<double>(rows, rows);
+  for (index_t i = 0; i < rows; ++i) l.g(i, i) = 1.0 + static_cast<double>(i);
+  l.factorize();
+  // Column j is removed from the rows i < 8 − j: counts descend with j, so the order is 0, 1, 2...,
+  // and row i removes exactly the columns j < 8 − i, a prefix of that order.
+  mask m(rows, cols);
+  for (index_t i = 0; i < rows; ++i) {
+    for (index_t j = 0; j < cols; ++j) {
+      if (i < 8 - j) m.prune(i, j);
+    }
+  }
+  const dense expected =
+      oracle_updated(fisher(l.curv), live_part(l.curv, l.w, l.cols), live_indices(l.curv, m));
+  const auto report = surgeon::cpu::obs_update_full(
+      cpu, l.curv, l.view(), m,
+      surgeon::cpu::pcg_options{1e-12, 50, surgeon::pcg_form::removed_sweep, false});
+  CHECK(report.iterations == 1);
+  CHECK(difference(live_part(l.curv, l.w, l.cols), expected) < 1e-8);
+  check_masked_zero(l.w, l.cols, m);
+}
+
+TEST_CASE("the removed-sweep form needs far fewer iterations than the kept form on coupled inputs",
+          "[update]") {
+  // Strongly correlated inputs (ρ = 0.99) couple kept and removed weights: the kept form's
+  // Kronecker preconditioner leaves that coupling to the iteration, the sweep solves most of it.
+  surgeon::cpu::context cpu;
+  const index_t n = 48;
+  layer l = random_layer(n, n, 32u);
+  for (index_t i = 0; i < n; ++i) {
+    for (index_t j = 0; j < n; ++j) {
+      l.a(i, j) += 20.0 * std::pow(0.99, static_cast<double>(std::abs(i - j)));
+      l.g(i, j) = (i == j ? 1.0 : 0.0) + 0.01 * l.g(i, j);  // weakly coupled outputs
+    }
+  }
+  l.factorize(surgeon::damping{0.1, 1e-4});
+  // As in real layers, some inputs are removed from most rows and others from few: column j from
+  // a fraction 0.95 − 0.9·(j·7 mod n)/n of the rows.
+  std::mt19937_64 engine(32u);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  mask m(n, n);
+  for (index_t i = 0; i < n; ++i) {
+    for (index_t j = 0; j < n; ++j) {
+      if (uniform(engine) < 0.95 - 0.9 * static_cast<double>((j * 7) % n) / static_cast<double>(n))
+        m.prune(i, j);
+    }
+  }
+  std::vector<double> kept = l.w;
+  const auto kept_report = surgeon::cpu::obs_update_full(
+      cpu, l.curv, host_matrix_view<double>(kept.data(), n, n), m,
+      surgeon::cpu::pcg_options{1e-8, 5000, surgeon::pcg_form::kept_kronecker, false});
+  std::vector<double> removed = l.w;
+  const auto removed_report = surgeon::cpu::obs_update_full(
+      cpu, l.curv, host_matrix_view<double>(removed.data(), n, n), m,
+      surgeon::cpu::pcg_options{1e-8, 5000, surgeon::pcg_form::removed_sweep, false});
+  INFO("iterations: kept " << kept_report.iterations << ", removed " << removed_report.iterations);
+  CHECK(removed_report.relative_residual <= 1e-8);
+  CHECK(kept_report.relative_residual <= 1e-8);
+  CHECK(2 * removed_report.iterations < kept_report.iterations);
+  CHECK(difference(live_part(l.curv, removed, n), live_part(l.curv, kept, n)) < 1e-5);
 }
 
 TEST_CASE("masked weights end exactly zero; weights pruned earlier stay zero", "[update]") {
@@ -407,7 +494,9 @@ TEST_CASE("masked weights end exactly zero; weights pruned earlier stay zero", "
     check(l.w, oracle_tolerance);
   }
   SECTION("whole mask") {
-    surgeon::cpu::obs_update_full(cpu, l.curv, l.view(), m, surgeon::cpu::pcg_options{1e-13, 1000});
+    surgeon::cpu::obs_update_full(
+        cpu, l.curv, l.view(), m,
+        surgeon::cpu::pcg_options{1e-13, 1000, surgeon::pcg_form::removed_sweep, false});
     check(l.w, 1e-8);
   }
   SECTION("float weights") {
@@ -483,7 +572,8 @@ TEST_CASE("whole-mask PCG loses no more damped-Fisher loss than the chunked upda
       cpu, l.curv, host_matrix_view<double>(chunked.data(), n, n), m, surgeon::cpu::correlate{50});
   std::vector<double> full = l.w;
   const auto full_report = surgeon::cpu::obs_update_full(
-      cpu, l.curv, host_matrix_view<double>(full.data(), n, n), m, surgeon::cpu::pcg_options{1e-10, 2000});
+      cpu, l.curv, host_matrix_view<double>(full.data(), n, n), m,
+      surgeon::cpu::pcg_options{1e-10, 2000, surgeon::pcg_form::removed_sweep, false});
   const double chunked_loss =
       surgeon::test::quadratic_loss(f, surgeon::test::flatten(live_part(l.curv, chunked, n) - before));
   const double full_loss =
@@ -582,7 +672,9 @@ TEST_CASE("dead rows and columns stay zero and the live sub-layer matches the or
     check_masked_zero(l.w, 9, m);
   }
   SECTION("element mask, whole-mask PCG") {
-    surgeon::cpu::obs_update_full(cpu, l.curv, l.view(), m, surgeon::cpu::pcg_options{1e-13, 1000});
+    surgeon::cpu::obs_update_full(
+        cpu, l.curv, l.view(), m,
+        surgeon::cpu::pcg_options{1e-13, 1000, surgeon::pcg_form::removed_sweep, false});
     CHECK(difference(live_part(l.curv, l.w, 9), oracle_updated(f, before, live_indices(l.curv, m))) < 1e-8);
     check_dead(l.w);
   }

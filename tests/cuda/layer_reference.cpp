@@ -109,8 +109,9 @@ std::vector<double> cpu_obs_update(const layer_case& layer, const surgeon::mask&
 std::vector<double> cpu_obs_update_full(const layer_case& layer, const surgeon::mask& pruned,
                                         double tolerance, int max_iterations) {
   return with_weights(layer, [&](surgeon::cpu::context& ctx, const auto& curvature, auto w) {
-    surgeon::cpu::obs_update_full(ctx, curvature, w, pruned,
-                                  surgeon::cpu::pcg_options{tolerance, max_iterations});
+    surgeon::cpu::obs_update_full(
+        ctx, curvature, w, pruned,
+        surgeon::cpu::pcg_options{tolerance, max_iterations, surgeon::pcg_form::removed_sweep, false});
   });
 }
 

@@ -266,7 +266,8 @@ void check_layer(index_t rows, index_t cols, std::uint64_t seed) {
   SECTION("whole-mask PCG update") {
     const surgeon::mask pruned = random_mask(rows, cols, 0.5, seed + 2);
     const surgeon::update_report report = surgeon::cuda::obs_update_full(
-        ctx, curvature, dev.weights(), pruned, surgeon::pcg_options{1e-12, 500});
+        ctx, curvature, dev.weights(), pruned,
+        surgeon::pcg_options{1e-12, 500, surgeon::pcg_form::removed_sweep, false});
     CHECK(report.chunks == 1);
     CHECK(report.relative_residual <= 1e-12);
     // Both converge to the exact solution; compare with the CPU run to the same tolerance.

@@ -20,6 +20,7 @@
 #include <surgeon/cpu/context.hpp>
 #include <surgeon/cpu/curvature.hpp>
 #include <surgeon/cpu/detail/dense.hpp>
+#include <surgeon/cpu/detail/whole_mask.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/mask.hpp>
 #include <surgeon/update.hpp>
@@ -602,52 +603,7 @@ update_report obs_update_full(context& /*ctx*/, const kronecker_curvature& curv,
   }
   if (report.solved > 0) {
     report.chunks = 1;
-    const dense_matrix& g = curv.g.damped();
-    const dense_matrix& a = curv.a.damped();
-    const dense_matrix& g_inverse = curv.g.inverse();
-    const dense_matrix& a_inverse = curv.a.inverse();
-    const dense_matrix w_q = live.cwiseProduct(dense_matrix::Ones(rows, cols) - keep);  // −Δ₀
-    dense_matrix temp(rows, cols);
-    // operator(X) = P_K(Ĝ X Â), preconditioner(X) = P_K(Ĝ⁻¹ X Â⁻¹); two GEMMs each.
-    const auto apply = [&](const dense_matrix& left, const dense_matrix& x, const dense_matrix& right,
-                           dense_matrix& result) {
-      temp.noalias() = left * x;
-      result.noalias() = temp * right;
-      result.array() *= keep.array();
-    };
-    dense_matrix r(rows, cols);
-    apply(g, w_q, a, r);  // b = −P_K(Ĝ Δ₀ Â) = P_K(Ĝ W_Q Â); r = b − operator(0)
-    const double b_norm = r.norm();
-    dense_matrix u = dense_matrix::Zero(rows, cols);
-    if (b_norm > 0.0) {
-      dense_matrix z(rows, cols);
-      dense_matrix product(rows, cols);
-      apply(g_inverse, r, a_inverse, z);
-      dense_matrix direction = z;
-      double rz = r.cwiseProduct(z).sum();
-      double relative = 1.0;
-      for (int iteration = 1; iteration <= options.max_iterations; ++iteration) {
-        apply(g, direction, a, product);
-        const double curvature = direction.cwiseProduct(product).sum();
-        if (!(curvature > 0.0)) break;  // converged to rounding: no descent direction is left
-        const double alpha = rz / curvature;
-        u.noalias() += alpha * direction;
-        r.noalias() -= alpha * product;
-        report.iterations = iteration;
-        relative = r.norm() / b_norm;
-        if (!std::isfinite(relative)) {
-          SURGEON_THROW(numerical_error, "{}: conjugate gradients diverged at iteration {}", who, iteration);
-        }
-        if (relative <= options.tolerance) break;
-        apply(g_inverse, r, a_inverse, z);
-        const double rz_next = r.cwiseProduct(z).sum();
-        direction = z + (rz_next / rz) * direction;
-        rz = rz_next;
-      }
-      report.relative_residual = relative;
-      // W + Δ₀ + U: U vanishes on Q, and Q becomes exactly 0.
-      live = (live + u).cwiseProduct(keep);
-    }
+    detail::whole_mask_update(who, curv, live, keep, options, report);
   }
   detail::scatter_live(layer, w);
   pruned.apply(w);

@@ -29,6 +29,7 @@
 #include <surgeon/cuda/cost.hpp>
 #include <surgeon/cuda/curvature.hpp>
 #include <surgeon/cuda/detail/layer_kernels.cuh>
+#include <surgeon/cuda/detail/whole_mask.hpp>
 #include <surgeon/cuda/mask.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/mask.hpp>
@@ -378,15 +379,17 @@ update_report obs_update(context& ctx, const kronecker_curvature& curv, device_m
 }
 
 /// @brief Exact OBS for the whole mask at once by preconditioned conjugate gradients (SPEC.md §4),
-/// as `cpu::obs_update_full`: solves `P_K(Ĝ U Â) = P_K(Ĝ W_Q Â)` on the kept entries K from U = 0,
-/// preconditioned by `R ↦ P_K(Ĝ⁻¹ R Â⁻¹)`, then `W ← W − W_Q + U` (= W + Δ₀ + U), every masked
-/// entry exactly 0.
+/// as `cpu::obs_update_full`: by default (`pcg_form::removed_sweep`) conjugate gradients on the
+/// multipliers of the removed entries, preconditioned by SparseGPT-like triangular sweeps; or
+/// (`pcg_form::kept_kronecker`) on the kept entries, preconditioned by `R ↦ P_K(Ĝ⁻¹ R Â⁻¹)`; then
+/// every masked entry exactly 0.
 /// @param w weights `W̃ [R, C]`, device, updated in place. @param pruned host mask `[R, C]`.
-/// @return chunks = 1 (0 for an empty Q), solved = |Q|, iterations, final ‖r‖/‖b‖.
-/// Cost: 2R·C(R + C) flops for the right-hand side plus 4R·C(R + C) per iteration (four DGEMMs)
-/// and three dot products (each a host round trip); device memory about 8 [R, C] doubles.
+/// @return chunks = 1 (0 for an empty Q), solved = |Q|, iterations, final ‖r‖/‖b‖, loss.
+/// Cost per iteration: 4R·C(R + C) flops (two GEMMs; SGEMMs with `float_products`) plus, for the
+/// removed form, two sweeps (about R·C² flops, C/128 DGEMMs and kernels) and three dot products
+/// (each a host round trip); device memory about 10 [R, C] doubles.
 /// @throws logic_error on bad shapes, non-finite weights or bad options; numerical_error if the
-///         residual becomes non-finite; cuda_error.
+///         residual becomes non-finite or Â⁻¹ is not positive definite; cuda_error.
 template <typename T>
 update_report obs_update_full(context& ctx, const kronecker_curvature& curv, device_matrix_view<T> w,
                               const mask& pruned, pcg_options options = {}) {
@@ -401,7 +404,6 @@ update_report obs_update_full(context& ctx, const kronecker_curvature& curv, dev
   const index_t c = curv.a.order();
   const index_t count = r * c;
   cudaStream_t stream = ctx.stream();
-  cublasHandle_t blas = ctx.cublas();
   device_buffer<double> live = detail::gather_live(ctx, curv, device_matrix_view<const T>(w));
   const device_mask words = device_mask::from_host(ctx, pruned);
   device_buffer<double> keep(ctx, count);
@@ -415,62 +417,14 @@ update_report obs_update_full(context& ctx, const kronecker_curvature& curv, dev
   report.solved = static_cast<index_t>(masked_count);
   if (report.solved > 0) {
     report.chunks = 1;
-    const double* g = curv.g.damped().data();
-    const double* a = curv.a.damped().data();
-    const double* g_inverse = curv.g.inverse().data();
-    const double* a_inverse = curv.a.inverse().data();
-    device_buffer<double> temp(ctx, count);
-    // result = P_K(left · x · right): two DGEMMs and the mask.
-    const auto apply = [&](const double* left, const double* x, const double* right, double* result) {
-      detail::gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, r, 1.0, left, r, x, r, 0.0, temp.data(), r);
-      detail::gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, c, 1.0, temp.data(), r, right, c, 0.0, result, r);
-      detail::launch_multiply(result, keep.data(), result, count, stream);
-    };
-    const auto dot = [&](const double* x, const double* y) {
-      double value = 0.0;
-      SURGEON_CUBLAS_CHECK(cublasDdot_64(blas, count, x, 1, y, 1, &value));
-      return value;
-    };
-    device_buffer<double> w_q(ctx, count);  // −Δ₀ = W on Q
-    detail::launch_masked_part(live.data(), keep.data(), w_q.data(), count, stream);
-    device_buffer<double> residual(ctx, count);
-    apply(g, w_q.data(), a, residual.data());  // b = P_K(Ĝ W_Q Â); r = b − operator(0)
-    const double b_norm = std::sqrt(dot(residual.data(), residual.data()));
-    device_buffer<double> u(ctx, count);
-    u.fill_zero();
-    if (b_norm > 0.0) {
-      device_buffer<double> z(ctx, count);
-      device_buffer<double> product(ctx, count);
-      device_buffer<double> direction(ctx, count);
-      apply(g_inverse, residual.data(), a_inverse, z.data());
-      SURGEON_CUDA_CHECK(
-          cudaMemcpyAsync(direction.data(), z.data(), z.size_bytes(), cudaMemcpyDeviceToDevice, stream));
-      double rz = dot(residual.data(), z.data());
-      double relative = 1.0;
-      for (int iteration = 1; iteration <= options.max_iterations; ++iteration) {
-        apply(g, direction.data(), a, product.data());
-        const double curvature = dot(direction.data(), product.data());
-        if (!(curvature > 0.0)) break;  // converged to rounding: no descent direction is left
-        const double alpha = rz / curvature;
-        const double minus_alpha = -alpha;
-        SURGEON_CUBLAS_CHECK(cublasDaxpy_64(blas, count, &alpha, direction.data(), 1, u.data(), 1));
-        SURGEON_CUBLAS_CHECK(
-            cublasDaxpy_64(blas, count, &minus_alpha, product.data(), 1, residual.data(), 1));
-        report.iterations = iteration;
-        relative = std::sqrt(dot(residual.data(), residual.data())) / b_norm;
-        if (!std::isfinite(relative)) {
-          SURGEON_THROW(numerical_error, "{}: conjugate gradients diverged at iteration {}", who, iteration);
-        }
-        if (relative <= options.tolerance) break;
-        apply(g_inverse, residual.data(), a_inverse, z.data());
-        const double rz_next = dot(residual.data(), z.data());
-        detail::launch_direction(z.data(), rz_next / rz, direction.data(), count, stream);
-        rz = rz_next;
+    std::vector<index_t> removed_count(static_cast<std::size_t>(c), 0);
+    if (options.form == pcg_form::removed_sweep) {
+      for (const index_t i : curv.dead.live_rows) {
+        for (std::size_t q = 0; q < curv.dead.live_cols.size(); ++q)
+          removed_count[q] += pruned.pruned(i, curv.dead.live_cols[q]) ? 1 : 0;
       }
-      report.relative_residual = relative;
-      // W + Δ₀ + U: U vanishes on Q, and Q becomes exactly 0.
-      detail::launch_finish_pcg(live.data(), u.data(), keep.data(), count, stream);
     }
+    detail::whole_mask_update(ctx, who, curv, live.data(), keep.data(), removed_count, options, report);
   }
   detail::scatter_live(ctx, curv, live, w);
   words.apply(ctx, w);

@@ -1,0 +1,233 @@
+// layer-prune: prunes one real layer, read from a safetensors file (`llama-factors` writes one: W,
+// A and G of each matrix), with every update the library has, and reports each one's time and the
+// loss it leaves. Inputs are byte-identical for every method and every run, so other
+// implementations can be timed on the same file.
+//
+//   layer-prune --factors FILE.safetensors --layer blk.5.ffn_up [--density 0.5] [--structure S]
+//               [--damp-g 0.1] [--damp-a 0.01] [--methods LIST] [--repeat 3] [--pcg-tol 1e-3]
+//
+// S: unstructured or N:M (2:4). LIST, comma-separated, of:
+//   sparsegpt    SparseGPT on H = A (its own per-layer mask, λ = damp-a), float weights
+//   mask-only    LLM Surgeon's mask (costs at the given damping, this layer's threshold), no update
+//   chunked      LLM Surgeon's mask, the chunked update (max-correlate 2000; the paper's)
+//   whole-mask   LLM Surgeon's mask, the whole-mask PCG update (--pcg-tol, --pcg-iterations (100),
+//                --pcg-form kronecker|sweep, --pcg-float 0|1)
+// Every line reports the best wall time of --repeat runs of the update alone (update_s) and of the
+// whole layer (layer_s: factorisation, costs, selection and update; SparseGPT's own Cholesky
+// included), and the loss of the change Δ = W' − W:
+//   loss_damped = ½ tr(Δᵀ Ĝ Δ Â) at the given damping (what the LLM Surgeon updates minimise),
+//   loss_kfac   = ½ tr(Δᵀ G Δ A), the undamped K-FAC estimate of the loss increase,
+//   loss_a      = ½ tr(Δ A Δᵀ), SparseGPT's objective (the layer's output error, G = I).
+#include <surgeon/surgeon.hpp>
+
+#include <fmt/format.h>
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using surgeon::index_t;
+using matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+[[noreturn]] void usage(const std::string& problem) {
+  fmt::print(stderr,
+             "layer-prune: {}\nusage: layer-prune --factors FILE --layer NAME [--density D] [--structure S] "
+             "[--damp-g X] [--damp-a X] [--methods LIST] [--repeat K] [--pcg-tol X]\n",
+             problem);
+  std::exit(2);
+}
+
+double parse_real(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !std::isfinite(value))
+    usage(flag + " needs a number, got '" + text + "'");
+  return value;
+}
+
+// A tensor of the file as a row-major double matrix, checked against the expected shape.
+matrix read_matrix(const surgeon::io::safetensors_reader& file, const std::string& name, index_t rows,
+                   index_t cols) {
+  const std::vector<double> values = file.read<double>(name);
+  if (static_cast<index_t>(values.size()) != rows * cols)
+    usage(fmt::format("tensor '{}' has {} values, expected [{}, {}]", name, values.size(), rows, cols));
+  return Eigen::Map<const matrix>(values.data(), rows, cols);
+}
+
+struct layer {
+  index_t rows = 0;
+  index_t cols = 0;
+  std::vector<float> w;
+  matrix a, g;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string factors_path, name, structure = "unstructured",
+                                  methods = "sparsegpt,mask-only,chunked,whole-mask";
+  double density = 0.5, damp_g = 0.1, damp_a = 0.01;
+  surgeon::pcg_options pcg{1e-3, 100};
+  long repeat = 3;
+  for (int i = 1; i < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) usage(flag + " needs a value");
+    const std::string value = argv[i + 1];
+    if (flag == "--factors")
+      factors_path = value;
+    else if (flag == "--layer")
+      name = value;
+    else if (flag == "--density")
+      density = parse_real(flag, value);
+    else if (flag == "--structure")
+      structure = value;
+    else if (flag == "--damp-g")
+      damp_g = parse_real(flag, value);
+    else if (flag == "--damp-a")
+      damp_a = parse_real(flag, value);
+    else if (flag == "--pcg-tol")
+      pcg.tolerance = parse_real(flag, value);
+    else if (flag == "--pcg-iterations")
+      pcg.max_iterations = static_cast<int>(parse_real(flag, value));
+    else if (flag == "--pcg-form")
+      pcg.form = value == "sweep" ? surgeon::pcg_form::removed_sweep : surgeon::pcg_form::kept_kronecker;
+    else if (flag == "--pcg-float")
+      pcg.float_products = parse_real(flag, value) != 0.0;
+    else if (flag == "--methods")
+      methods = value;
+    else if (flag == "--repeat")
+      repeat = std::max(1L, std::strtol(value.c_str(), nullptr, 10));
+    else
+      usage("unknown option " + flag);
+  }
+  if (factors_path.empty() || name.empty()) usage("--factors and --layer are required");
+  if (!(density > 0.0 && density < 1.0)) usage("--density must be in (0, 1)");
+  bool n_m = false;
+  surgeon::nm_pattern pattern{2, 4};
+  if (structure != "unstructured") {
+    const auto colon = structure.find(':');
+    if (colon == std::string::npos) usage("--structure must be unstructured or N:M");
+    pattern =
+        surgeon::nm_pattern{std::stol(structure.substr(0, colon)), std::stol(structure.substr(colon + 1))};
+    n_m = true;
+  }
+  try {
+    const auto file = surgeon::io::safetensors_reader::open(factors_path);
+    layer l;
+    if (!file.contains(name + ".weight")) usage("no tensor '" + name + ".weight' in " + factors_path);
+    const surgeon::io::tensor_info& info = file.info(name + ".weight");
+    if (info.shape.size() != 2) usage("'" + name + ".weight' is not a matrix");
+    l.rows = info.shape[0];
+    l.cols = info.shape[1];
+    l.w = file.read<float>(name + ".weight");
+    l.a = read_matrix(file, name + ".a", l.cols, l.cols);
+    l.g = read_matrix(file, name + ".g", l.rows, l.rows);
+    if (std::getenv("LAYER_TRANSPOSE") != nullptr) {  // the same problem with W and the factors swapped
+      std::vector<float> t(l.w.size());
+      for (index_t i = 0; i < l.rows; ++i)
+        for (index_t j = 0; j < l.cols; ++j)
+          t[static_cast<std::size_t>(j * l.rows + i)] = l.w[static_cast<std::size_t>(i * l.cols + j)];
+      l.w = t;
+      std::swap(l.rows, l.cols);
+      std::swap(l.a, l.g);
+    }
+    const surgeon::host_matrix_view<const double> a_view(l.a.data(), l.cols, l.cols);
+    const surgeon::host_matrix_view<const double> g_view(l.g.data(), l.rows, l.rows);
+    const surgeon::host_matrix_view<const float> w_view(l.w.data(), l.rows, l.cols);
+    const surgeon::damping damp{damp_g, damp_a};
+    surgeon::cpu::context cpu;
+
+    // The reference curvature (for the LLM Surgeon mask and the damped loss).
+    const surgeon::cpu::kronecker_curvature reference =
+        surgeon::cpu::factorize(cpu, g_view, a_view, damp, w_view);
+    const bool all_live = reference.dead.dead_rows.empty() && reference.dead.dead_cols.empty();
+    if (!all_live) usage("the layer has dead rows or columns; pick another");
+    const matrix g_hat = Eigen::Map<const Eigen::MatrixXd>(reference.g.damped().data(), l.rows, l.rows);
+    const matrix a_hat = Eigen::Map<const Eigen::MatrixXd>(reference.a.damped().data(), l.cols, l.cols);
+    const auto losses = [&](const std::vector<float>& updated) {
+      matrix delta(l.rows, l.cols);
+      for (index_t k = 0; k < l.rows * l.cols; ++k)
+        delta.data()[k] = static_cast<double>(updated[static_cast<std::size_t>(k)]) -
+                          static_cast<double>(l.w[static_cast<std::size_t>(k)]);
+      const matrix da = delta * a_hat;
+      const matrix da_raw = delta * l.a;
+      return std::array<double, 3>{0.5 * (g_hat * delta).cwiseProduct(da).sum(),
+                                   0.5 * (l.g * delta).cwiseProduct(da_raw).sum(),
+                                   0.5 * delta.cwiseProduct(da_raw).sum()};
+    };
+    const auto llm_surgeon_mask = [&](const surgeon::cpu::kronecker_curvature& curvature) {
+      const auto costs = surgeon::cpu::element_costs(cpu, surgeon::method::llm_surgeon, curvature, w_view);
+      return n_m ? surgeon::select_nm({costs.view()}, pattern, 1.0 - density).masks.front()
+                 : surgeon::select_unstructured({costs.view()}, 1.0 - density).masks.front();
+    };
+    fmt::print("layer={} shape=[{}, {}] density={} structure={} damp_g={} damp_a={} file={}\n", name, l.rows,
+               l.cols, density, structure, damp_g, damp_a, factors_path);
+
+    std::stringstream list(methods);
+    for (std::string method; std::getline(list, method, ',');) {
+      double best_update = std::numeric_limits<double>::infinity();
+      double best_layer = std::numeric_limits<double>::infinity();
+      std::vector<float> result;
+      surgeon::update_report report;
+      for (long run = 0; run < repeat; ++run) {
+        std::vector<float> w = l.w;
+        const surgeon::host_matrix_view<float> view(w.data(), l.rows, l.cols);
+        const auto layer_start = std::chrono::steady_clock::now();
+        double update_seconds = 0.0;
+        if (method == "sparsegpt") {
+          const surgeon::cpu::sparsegpt_options options{128, damp_a};
+          if (n_m) {
+            surgeon::cpu::sparsegpt_prune(cpu, a_view, view, pattern, options);
+          } else {
+            surgeon::cpu::sparsegpt_prune(cpu, a_view, view, 1.0 - density, options);
+          }
+          update_seconds = seconds_since(layer_start);
+        } else {
+          const surgeon::cpu::kronecker_curvature curvature =
+              surgeon::cpu::factorize(cpu, g_view, a_view, damp, w_view);
+          const surgeon::mask pruned = llm_surgeon_mask(curvature);
+          const auto update_start = std::chrono::steady_clock::now();
+          if (method == "mask-only") {
+            pruned.apply(view);
+          } else if (method == "chunked") {
+            report = surgeon::cpu::obs_update(cpu, curvature, view, pruned, surgeon::correlate{2000});
+          } else if (method == "whole-mask") {
+            report = surgeon::cpu::obs_update_full(cpu, curvature, view, pruned, pcg);
+          } else {
+            usage("unknown method '" + method + "'");
+          }
+          update_seconds = seconds_since(update_start);
+        }
+        best_layer = std::min(best_layer, seconds_since(layer_start));
+        best_update = std::min(best_update, update_seconds);
+        result = std::move(w);
+      }
+      const auto loss = losses(result);
+      index_t zeros = 0;
+      for (const float v : result) zeros += v == 0.0f ? 1 : 0;
+      fmt::print(
+          "method={:<12} update_s={:.4f} layer_s={:.4f} loss_damped={:.6e} loss_kfac={:.6e} loss_a={:.6e} "
+          "density={:.4f} iterations={} chunks={} solver_loss={:.6e} residual={:.2e}\n",
+          method, best_update, best_layer, loss[0], loss[1], loss[2],
+          1.0 - static_cast<double>(zeros) / static_cast<double>(result.size()), report.iterations,
+          report.chunks, report.loss, report.relative_residual);
+    }
+  } catch (const surgeon::error& e) {
+    fmt::print(stderr, "layer-prune: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -307,9 +307,10 @@ TEST_CASE("the whole-mask update loses no more than the chunked one", "[prune]")
   toy_adapter whole;
   surgeon::prune_options options;
   options.shots = 1;
+  options.update = surgeon::update_kind::chunked;
   surgeon::prune(chunked, options);
-  options.whole_mask = true;
-  options.pcg = surgeon::cpu::pcg_options{1e-10, 500};
+  options.update = surgeon::update_kind::whole_mask;
+  options.pcg = surgeon::cpu::pcg_options{1e-10, 500, surgeon::pcg_form::removed_sweep, false};
   surgeon::prune(whole, options);
   CHECK(whole.zeros() == chunked.zeros());
 }
@@ -365,9 +366,9 @@ TEST_CASE("LLM Surgeon without the update only masks: kept weights are untouched
   toy_adapter updated;
   surgeon::prune_options options;
   options.shots = 1;
-  options.update = false;
+  options.update = surgeon::update_kind::none;
   const auto reports = surgeon::prune(masked, options);
-  options.update = true;
+  options.update = surgeon::update_kind::whole_mask;
   surgeon::prune(updated, options);
   CHECK(reports.back().achieved_sparsity == Approx(0.5).margin(1.0 / static_cast<double>(total)));
   index_t changed_by_update = 0;
@@ -696,15 +697,16 @@ struct overlapping_updates_backend : surgeon::cpu::prune_backend {
   std::shared_ptr<std::atomic<int>> running = std::make_shared<std::atomic<int>>(0);
   std::shared_ptr<std::atomic<int>> most = std::make_shared<std::atomic<int>>(0);
   explicit overlapping_updates_backend(int threads) : surgeon::cpu::prune_backend({threads}) {}
-  void obs_update(const curvature& c, surgeon::host_matrix_view<float> w, const surgeon::mask& pruned,
-                  surgeon::correlate budget) {
+  surgeon::update_report obs_update(const curvature& c, surgeon::host_matrix_view<float> w,
+                                    const surgeon::mask& pruned, surgeon::correlate budget) {
     const int now = ++*running;
     int seen = most->load();
     while (now > seen && !most->compare_exchange_weak(seen, now)) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    surgeon::cpu::prune_backend::obs_update(c, w, pruned, budget);
+    const surgeon::update_report report = surgeon::cpu::prune_backend::obs_update(c, w, pruned, budget);
     --*running;
+    return report;
   }
 };
 
@@ -728,7 +730,7 @@ TEST_CASE("update_threads: matrices updated at once give the weights of one at a
     surgeon::prune_options options;
     options.how = c.how;
     options.what = c.what;
-    options.whole_mask = c.whole_mask;
+    options.update = c.whole_mask ? surgeon::update_kind::whole_mask : surgeon::update_kind::chunked;
     options.group_size = c.group_size;
     options.shots = 2;
     options.sparsity = c.what == surgeon::structure::rows_columns ? 0.3 : 0.5;
@@ -753,6 +755,7 @@ TEST_CASE("update_threads: the driver's updates overlap when every curvature is 
           "[prune][parallel]") {
   surgeon::prune_options options;
   options.how = surgeon::method::llm_surgeon;
+  options.update = surgeon::update_kind::chunked;  // the backend counts obs_update calls
   for (const int group_size : {0, 1}) {
     CAPTURE(group_size);
     options.group_size = group_size;

@@ -127,12 +127,13 @@ class prune_backend {
                            const std::vector<index_t>& cols) {
     cpu::update_rows_columns(ctx_, c, w, rows, cols);
   }
-  void obs_update(const curvature& c, host_matrix_view<float> w, const mask& pruned, correlate budget) {
-    cpu::obs_update(ctx_, c, w, pruned, budget);
+  update_report obs_update(const curvature& c, host_matrix_view<float> w, const mask& pruned,
+                           correlate budget) {
+    return cpu::obs_update(ctx_, c, w, pruned, budget);
   }
-  void obs_update_full(const curvature& c, host_matrix_view<float> w, const mask& pruned,
-                       pcg_options options) {
-    cpu::obs_update_full(ctx_, c, w, pruned, options);
+  update_report obs_update_full(const curvature& c, host_matrix_view<float> w, const mask& pruned,
+                                pcg_options options) {
+    return cpu::obs_update_full(ctx_, c, w, pruned, options);
   }
 
   /// SparseGPT on H = mean of `a_key` (uniform per layer; N:M when the options ask for it).

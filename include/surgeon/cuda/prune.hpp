@@ -184,16 +184,20 @@ class prune_backend {
     cuda::update_rows_columns(*ctx_, c, weights.view(w.rows(), w.cols()), rows, cols);
     download(weights, w);
   }
-  void obs_update(const curvature& c, host_matrix_view<float> w, const mask& pruned, correlate budget) {
+  update_report obs_update(const curvature& c, host_matrix_view<float> w, const mask& pruned,
+                           correlate budget) {
     device_buffer<float> weights = upload(w);
-    cuda::obs_update(*ctx_, c, weights.view(w.rows(), w.cols()), pruned, budget);
+    const update_report report = cuda::obs_update(*ctx_, c, weights.view(w.rows(), w.cols()), pruned, budget);
     download(weights, w);
+    return report;
   }
-  void obs_update_full(const curvature& c, host_matrix_view<float> w, const mask& pruned,
-                       pcg_options options) {
+  update_report obs_update_full(const curvature& c, host_matrix_view<float> w, const mask& pruned,
+                                pcg_options options) {
     device_buffer<float> weights = upload(w);
-    cuda::obs_update_full(*ctx_, c, weights.view(w.rows(), w.cols()), pruned, options);
+    const update_report report =
+        cuda::obs_update_full(*ctx_, c, weights.view(w.rows(), w.cols()), pruned, options);
     download(weights, w);
+    return report;
   }
 
   /// SparseGPT on H = the device mean of `a_key` (uniform per layer; N:M when asked).

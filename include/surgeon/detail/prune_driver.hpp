@@ -141,20 +141,39 @@ class calibration_sink {
   bool wants_g_ = false;
 };
 
-/// @brief What to prune and how (defaults: LLM Surgeon, unstructured, 5 shots).
+/// @brief LLM Surgeon's weight update for element masks (unstructured and N:M).
+enum class update_kind {
+  /// The exact OBS update of each matrix's whole mask (`obs_update_full`, by `prune_options::pcg`):
+  /// the default, best on text the model was not calibrated on (docs/RESULTS.md).
+  whole_mask,
+  /// The paper's update: chunks of whole rows of at most `prune_options::budget` removed weights,
+  /// each solved exactly, later chunks seeing the earlier ones (`obs_update`).
+  chunked,
+  /// No update: LLM Surgeon's costs and global threshold only, the weights just masked (an
+  /// ablation that separates the costs' effect from the update's).
+  none,
+};
+
+/// @brief The shot count T of `prune_options::shots` when it is not set: 8 for rows and columns
+/// (one shot of structured pruning to 70 % destroys a model, eight keep it; docs/RESULTS.md), 1
+/// otherwise (one shot with the whole-mask update is as good as five, at a fifth of the time).
+constexpr int default_shots(structure what) noexcept {
+  return what == structure::rows_columns ? 8 : 1;
+}
+
+/// @brief What to prune and how (defaults: LLM Surgeon, unstructured, the whole-mask update,
+/// `default_shots`).
 struct prune_options {
   method how = method::llm_surgeon;
   structure what = structure::unstructured;
   nm_pattern pattern{2, 4};  ///< for structure::n_m
   double sparsity = 0.5;     ///< final fraction of weights removed from the matrices
-  int shots = 5;             ///< T; the target at shot t is t·sparsity/T
-  damping damp{0.1, 0.01};   ///< λ_G, λ_A (the paper's unstructured/N:M setting)
-  correlate budget{2000};    ///< chunked element updates (LLM Surgeon)
-  bool whole_mask = false;   ///< LLM Surgeon: solve each layer's whole mask by PCG instead
-  /// LLM Surgeon: apply the OBS weight update (false: its costs and global threshold only, the
-  /// weights just masked — an ablation that separates the costs' effect from the update's).
-  bool update = true;
-  pcg_options pcg{1e-3, 100};
+  /// T; the target at shot t is t·sparsity/T. Unset: `default_shots(what)`.
+  std::optional<int> shots;
+  damping damp{0.1, 0.01};                       ///< λ_G, λ_A
+  update_kind update = update_kind::whole_mask;  ///< LLM Surgeon's update of element masks
+  correlate budget{2000};                        ///< `update_kind::chunked`'s chunks
+  pcg_options pcg{};                             ///< `update_kind::whole_mask`'s solver
   /// Matrices whose factors are alive at once: 0 = all. With k > 0 the driver runs one
   /// calibration pass per group of k matrices (in adapter order) and frees each group's factors
   /// and inverses before the next, bounding memory at the cost of more passes. The costs of every
@@ -217,7 +236,7 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
   }
   const bool needs_a = options.how != method::magnitude;
   const bool needs_g = options.how == method::kobd || options.how == method::llm_surgeon;
-  const bool updates = options.how == method::llm_surgeon && options.update;
+  const bool updates = options.how == method::llm_surgeon && options.update != update_kind::none;
   const bool keep_all = updates && groups.size() == 1;
   const bool diagonal = uses_diagonals_only(options.how, options.what);
   const auto square = [diagonal](index_t n) {
@@ -319,8 +338,13 @@ struct shot_report {
   /// Largest λ_G used after escalation (0 when nothing was damped: SparseGPT, whose damping is its
   /// own, and the diagonal methods, whose costs use undamped diagonals).
   double max_lambda_g = 0.0;
-  double max_lambda_a = 0.0;         ///< largest λ_A used after escalation (0 as for `max_lambda_g`)
-  int escalations = 0;               ///< total damping escalations
+  double max_lambda_a = 0.0;  ///< largest λ_A used after escalation (0 as for `max_lambda_g`)
+  int escalations = 0;        ///< total damping escalations
+  /// LLM Surgeon's element updates: conjugate-gradient iterations summed over the matrices (the
+  /// whole-mask update's, or the chunk solves' of the chunked one), and the largest final relative
+  /// residual of a matrix (see `update_report`). 0 for the other methods and structures.
+  long long update_iterations = 0;
+  double max_update_residual = 0.0;
   int group_size = 0;                ///< matrices per group used (0 = all at once; see memory_budget)
   std::optional<double> evaluation;  ///< adapter.evaluate() after the shot, when it has one
 };
@@ -373,7 +397,8 @@ class basic_pruning_session {
       : adapter_(adapter), options_(std::move(options)), backend_(std::move(backend)) {
     SURGEON_EXPECTS(options_.sparsity >= 0.0 && options_.sparsity < 1.0, "prune: sparsity {} outside [0, 1)",
                     options_.sparsity);
-    SURGEON_EXPECTS(options_.shots >= 1, "prune: shots must be >= 1, got {}", options_.shots);
+    if (!options_.shots) options_.shots = default_shots(options_.what);
+    SURGEON_EXPECTS(*options_.shots >= 1, "prune: shots must be >= 1, got {}", *options_.shots);
     SURGEON_EXPECTS(options_.group_size >= 0, "prune: group_size must be >= 0, got {}", options_.group_size);
     validate(options_.damp);
     if (options_.what == structure::rows_columns) {
@@ -416,12 +441,14 @@ class basic_pruning_session {
   /// @brief The group size the session uses (`prune_options::group_size`, or the one chosen for
   /// `prune_options::memory_budget`; 0 = all matrices at once).
   int group_size() const noexcept { return options_.group_size; }
+  /// @brief The shot count T the session runs (`prune_options::shots`, or `default_shots`).
+  int shots() const noexcept { return *options_.shots; }
 
   /// @brief Runs every shot; `on_shot` sees each report as it completes.
   /// @throws what the adapter, the factorisations or the updates throw.
   std::vector<shot_report> run(const std::function<void(const shot_report&)>& on_shot = {}) {
     std::vector<shot_report> reports;
-    for (int t = 1; t <= options_.shots; ++t) {
+    for (int t = 1; t <= *options_.shots; ++t) {
       reports.push_back(shot(t));
       if (on_shot) on_shot(reports.back());
     }
@@ -437,7 +464,8 @@ class basic_pruning_session {
     phase_start_ = start;
     shot_report report;
     report.shot = t;
-    report.target_sparsity = options_.sparsity * static_cast<double>(t) / static_cast<double>(options_.shots);
+    report.target_sparsity =
+        options_.sparsity * static_cast<double>(t) / static_cast<double>(*options_.shots);
     report.group_size = options_.group_size;
     std::vector<prunable_matrix> matrices = adapter_.matrices();
     const std::vector<std::vector<std::size_t>> groups =
@@ -471,7 +499,7 @@ class basic_pruning_session {
     //    it is needed again for the update and everything fits in one group).
     const bool needs_a = options_.how != method::magnitude;
     const bool needs_g = options_.how == method::kobd || options_.how == method::llm_surgeon;
-    const bool updates = options_.how == method::llm_surgeon && options_.update;
+    const bool updates = options_.how == method::llm_surgeon && options_.update != update_kind::none;
     std::vector<costs_type> element_costs(matrices.size());
     std::vector<std::vector<double>> row_costs(matrices.size());
     std::vector<std::vector<double>> col_costs(matrices.size());
@@ -571,11 +599,13 @@ class basic_pruning_session {
           live.push_back(k);
         }
       }
+      std::vector<update_report> reports(live.size());
       run_each(live.size(), [&](std::size_t i) {
         const std::size_t k = live[i];
         const curvature_type curvature = std::move(kept.at(k));
-        update(curvature, matrices[k], masks[k], rows, cols, k);
+        reports[i] = update(curvature, matrices[k], masks[k], rows, cols, k);
       });
+      for (const update_report& u : reports) add_update(report, u);
       kept.clear();
       lap(report.timings.update);
     } else {
@@ -590,7 +620,7 @@ class basic_pruning_session {
           }
           const curvature_type curvature = curvature_of(*store, m, true, true, report);
           lap(report.timings.curvature);
-          update(curvature, m, masks[k], rows, cols, k);
+          add_update(report, update(curvature, m, masks[k], rows, cols, k));
           lap(report.timings.update);
         }
       }
@@ -643,17 +673,24 @@ class basic_pruning_session {
   }
 
   // The method's update of matrix k for its mask (and removed rows/columns), then the mask.
-  void update(const typename Backend::curvature& curvature, const prunable_matrix& m, const mask& pruned,
-              const std::vector<std::vector<index_t>>& rows, const std::vector<std::vector<index_t>>& cols,
-              std::size_t k) {
+  update_report update(const typename Backend::curvature& curvature, const prunable_matrix& m,
+                       const mask& pruned, const std::vector<std::vector<index_t>>& rows,
+                       const std::vector<std::vector<index_t>>& cols, std::size_t k) {
+    update_report result;
     if (options_.what == structure::rows_columns) {
       backend_.update_rows_columns(curvature, m.weight, rows[k], cols[k]);
-    } else if (options_.whole_mask) {
-      backend_.obs_update_full(curvature, m.weight, pruned, options_.pcg);
+    } else if (options_.update == update_kind::whole_mask) {
+      result = backend_.obs_update_full(curvature, m.weight, pruned, options_.pcg);
     } else {
-      backend_.obs_update(curvature, m.weight, pruned, options_.budget);
+      result = backend_.obs_update(curvature, m.weight, pruned, options_.budget);
     }
     pruned.apply(m.weight);
+    return result;
+  }
+
+  static void add_update(shot_report& report, const update_report& u) {
+    report.update_iterations += u.iterations;
+    report.max_update_residual = std::max(report.max_update_residual, u.relative_residual);
   }
 
   // task(i) for i in [0, count): by the backend, perhaps concurrently, or in order.

@@ -1,7 +1,7 @@
 // surgeon-prune: prunes a Llama-family model with the multi-shot driver (SPEC.md §5), reports the
 // perplexity before and after (SPEC.md §7), and writes the pruned model and a JSON report.
 //
-//   surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT --out PATH
+//   surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT [--eval TEXT ...] --out PATH
 //                 [--method M] [--structure S] [--density D] [--shots T] [--nsamples N]
 //                 [--seqlen L] [--seed S] [--damp-g X] [--damp-a X] [--max-correlate K]
 //                 [--eval-windows K] [--whole-mask] [--no-update] [--group-size K] [--out-type f32|f16]
@@ -65,20 +65,29 @@ namespace llama = surgeon::llama;
 
 constexpr const char* usage_text =
     "usage: surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT --out PATH\n"
+    "         [--eval TEXT ...]  more evaluation texts (each scored before and after; the first is the\n"
+    "                       driver's evaluation)\n"
     "         [--method magnitude|wanda|sparsegpt|lobd|kobd|llm-surgeon]   (llm-surgeon)\n"
     "         [--structure unstructured|2:4|4:8|N:M|rows-cols]             (unstructured)\n"
     "         [--density D]        fraction of the pruned matrices' weights kept (0.5)\n"
-    "         [--shots T] (5)  [--nsamples N] (128)  [--seqlen L] (min(2048, context))\n"
-    "         [--seed S] (0)  [--damp-g X] (0.1)  [--damp-a X] (0.01)  [--max-correlate K] (2000)\n"
-    "         [--eval-windows K] (32)  [--whole-mask]\n"
+    "         [--shots auto|T] (auto: 1, rows-cols 8)  [--nsamples N] (128)  [--seqlen L] (min(2048, "
+    "context))\n"
+    "         [--seed S] (0)  [--damp-g X] (0.1)  [--damp-a X] (0.01)\n"
+    "         [--update whole-mask|chunked|none] (whole-mask)  llm-surgeon's update of element masks: the\n"
+    "                       exact OBS solve of each matrix's whole mask, the paper's chunks, or none (an\n"
+    "                       ablation; --whole-mask and --no-update are aliases)\n"
+    "         [--max-correlate K] (2000)  chunked: removed weights per chunk\n"
+    "         [--pcg-tol X] (0.03)  [--pcg-iterations K] (200)  [--pcg-form sweep|kronecker] (sweep)\n"
+    "         [--pcg-float 0|1] (1)  whole-mask: the conjugate gradients' stopping rule, form and precision\n"
+    "         [--eval-windows K] (32)\n"
     "         [--group-size K] (0 = all at once, or the largest groups the memory budget allows)\n"
     "         [--memory-budget auto|0|GB]  working memory of the pruning (auto: 80 % of the available host\n"
     "                       memory, or of the free device memory with --device cuda; 0: no limit)\n"
-    "         [--no-update]  (llm-surgeon: costs and mask only, no OBS update; an ablation)\n"
     "         [--update-threads auto|K]  cpu: matrices updated at once by llm-surgeon, each with\n"
     "                       single-threaded BLAS (auto: the hardware threads; 1: one at a time)\n"
     "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
-    "         [--eval-every-shot]  [--reseed-per-shot]\n"
+    "         [--eval-every-shot]  [--same-windows]  (the same calibration windows every shot, instead of\n"
+    "                       fresh ones: seed + shot)\n"
     "         [--sequential | --one-pass]  sparsegpt, wanda: calibrate and prune layer by layer, each on\n"
     "                       the inputs of the pruned earlier layers (their tools' protocol; their default\n"
     "                       here unless --group-size is given), or every layer from one pass of the dense "
@@ -330,14 +339,19 @@ void write_file(const std::string& path, const std::string& text) {
 }
 
 struct options {
-  std::string model_path, calib_path, eval_path, out_path, report_path, tokenizer_path;
+  std::string model_path, calib_path, out_path, report_path, tokenizer_path;
+  std::vector<std::string> eval_paths;  ///< --eval, in order (at least one)
   surgeon::method how = surgeon::method::llm_surgeon;
   structure_choice shape;
   double density = 0.5;
-  long long shots = 5, nsamples = 128, seqlen = 0, eval_windows = 32, max_correlate = 2000, group_size = 0;
+  long long shots = 0, nsamples = 128, seqlen = 0, eval_windows = 32, max_correlate = 2000, group_size = 0;
   unsigned long long seed = 0;
   double damp_g = 0.1, damp_a = 0.01;
-  bool whole_mask = false, no_update = false, eval_every_shot = false, reseed_per_shot = false;
+  surgeon::pcg_options pcg{};
+  surgeon::update_kind update = surgeon::update_kind::whole_mask;
+  std::string update_name = "whole-mask";
+  bool update_set = false;  ///< --update (or an alias) was given
+  bool eval_every_shot = false, reseed_per_shot = true;
   int sequential_flag = -1;  ///< -1: not given; 0: --one-pass; 1: --sequential
   bool sequential = false;   ///< resolved: --sequential, or the default for SparseGPT and Wanda
   bool costs_on_host = false;
@@ -359,17 +373,29 @@ int parse_device(const std::string& text) {
   usage("--device must be cpu, cuda or cuda:N, got '" + text + "'");
 }
 
+/// --update whole-mask | chunked | none (and its aliases); a second, different choice is an error.
+void set_update(options& o, const std::string& value) {
+  surgeon::update_kind kind = surgeon::update_kind::whole_mask;
+  if (value == "chunked")
+    kind = surgeon::update_kind::chunked;
+  else if (value == "none")
+    kind = surgeon::update_kind::none;
+  else if (value != "whole-mask")
+    usage("--update must be whole-mask, chunked or none, got '" + value + "'");
+  if (o.update_set && o.update != kind)
+    usage("--update given twice with different values (or with an alias)");
+  o.update = kind;
+  o.update_name = value;
+  o.update_set = true;
+}
+
 options parse_flags(int argc, char** argv) {
   options o;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") usage("prunes a Llama-family model");
-    if (flag == "--whole-mask") {
-      o.whole_mask = true;
-      continue;
-    }
-    if (flag == "--no-update") {
-      o.no_update = true;
+    if (flag == "--whole-mask" || flag == "--no-update") {  // aliases of --update whole-mask | none
+      set_update(o, flag == "--whole-mask" ? "whole-mask" : "none");
       continue;
     }
     if (flag == "--sequential" || flag == "--one-pass") {
@@ -383,8 +409,8 @@ options parse_flags(int argc, char** argv) {
       o.eval_every_shot = true;
       continue;
     }
-    if (flag == "--reseed-per-shot") {
-      o.reseed_per_shot = true;
+    if (flag == "--reseed-per-shot" || flag == "--same-windows") {
+      o.reseed_per_shot = flag == "--reseed-per-shot";
       continue;
     }
     if (flag == "--costs-on-host") {
@@ -399,7 +425,7 @@ options parse_flags(int argc, char** argv) {
     else if (flag == "--calib")
       o.calib_path = value;
     else if (flag == "--eval")
-      o.eval_path = value;
+      o.eval_paths.push_back(value);
     else if (flag == "--out")
       o.out_path = value;
     else if (flag == "--report")
@@ -413,7 +439,9 @@ options parse_flags(int argc, char** argv) {
     else if (flag == "--density")
       o.density = parse_real(flag, value);
     else if (flag == "--shots")
-      o.shots = parse_integer(flag, value, 1);
+      o.shots = value == "auto" ? 0 : parse_integer(flag, value, 1);
+    else if (flag == "--update")
+      set_update(o, value);
     else if (flag == "--nsamples")
       o.nsamples = parse_integer(flag, value, 1);
     else if (flag == "--seqlen")
@@ -426,6 +454,19 @@ options parse_flags(int argc, char** argv) {
       o.damp_a = parse_real(flag, value);
     else if (flag == "--max-correlate")
       o.max_correlate = parse_integer(flag, value, 1);
+    else if (flag == "--pcg-tol")
+      o.pcg.tolerance = parse_real(flag, value);
+    else if (flag == "--pcg-iterations")
+      o.pcg.max_iterations = static_cast<int>(parse_integer(flag, value, 0));
+    else if (flag == "--pcg-form") {
+      if (value == "kronecker")
+        o.pcg.form = surgeon::pcg_form::kept_kronecker;
+      else if (value == "sweep")
+        o.pcg.form = surgeon::pcg_form::removed_sweep;
+      else
+        usage("--pcg-form must be kronecker or sweep");
+    } else if (flag == "--pcg-float")
+      o.pcg.float_products = parse_integer(flag, value, 0) != 0;
     else if (flag == "--eval-windows")
       o.eval_windows = parse_integer(flag, value, 1);
     else if (flag == "--group-size")
@@ -454,7 +495,7 @@ options parse_flags(int argc, char** argv) {
     } else
       usage("unknown option " + flag);
   }
-  if (o.model_path.empty() || o.calib_path.empty() || o.eval_path.empty() || o.out_path.empty())
+  if (o.model_path.empty() || o.calib_path.empty() || o.eval_paths.empty() || o.out_path.empty())
     usage("--model, --calib, --eval and --out are required");
   if (!(o.density > 0.0 && o.density <= 1.0))
     usage(fmt::format("--density must be in (0, 1], got {}", o.density));
@@ -508,8 +549,27 @@ std::string shot_json(const surgeon::shot_report& r) {
       .number("max_lambda_g", r.max_lambda_g)
       .number("max_lambda_a", r.max_lambda_a)
       .integer("escalations", r.escalations)
+      .integer("update_iterations", r.update_iterations)
+      .number("max_update_residual", r.max_update_residual)
       .number("ppl", r.evaluation ? *r.evaluation : std::nan(""));
   return o.str("    ");
+}
+
+// [{"text": path, "windows": K, "ppl_dense": …, "ppl_pruned": …}, …], one per --eval.
+std::string evaluations_json(const std::vector<std::string>& paths,
+                             const std::vector<llama::perplexity_result>& dense,
+                             const std::vector<llama::perplexity_result>& pruned) {
+  std::string out = "[";
+  for (std::size_t k = 0; k < paths.size(); ++k) {
+    json_object e("      ");
+    e.string("text", paths[k])
+        .integer("tokens", dense[k].tokens_total)
+        .integer("windows", dense[k].windows)
+        .number("ppl_dense", dense[k].ppl)
+        .number("ppl_pruned", k < pruned.size() ? pruned[k].ppl : std::nan(""));
+    out += (k ? ",\n    " : "\n    ") + e.str("    ");
+  }
+  return out + (paths.empty() ? "]" : "\n  ]");
 }
 
 // "phases calibration=… curvature=… …" in seconds, for one shot or summed over shots.
@@ -536,24 +596,32 @@ int main(int argc, char** argv) {
     const index_t seqlen = o.seqlen > 0 ? static_cast<index_t>(o.seqlen)
                                         : std::min<index_t>(2048, std::max<index_t>(2, m.cfg.max_seq_len));
     const std::vector<std::int32_t> calib = loaded.vocab->encode(read_text(o.calib_path));
-    const std::vector<std::int32_t> eval = loaded.vocab->encode(read_text(o.eval_path));
+    std::vector<std::vector<std::int32_t>> evals;
+    std::string eval_tokens;
+    for (const std::string& path : o.eval_paths) {
+      evals.push_back(loaded.vocab->encode(read_text(path)));
+      eval_tokens += (eval_tokens.empty() ? "" : ",") + std::to_string(evals.back().size());
+    }
     fmt::print("model={} layers={} dim={} hidden={} vocab={} calib_tokens={} eval_tokens={}\n", o.model_path,
-               m.cfg.n_layers, m.cfg.dim, m.cfg.hidden_dim, m.cfg.vocab_size, calib.size(), eval.size());
+               m.cfg.n_layers, m.cfg.dim, m.cfg.hidden_dim, m.cfg.vocab_size, calib.size(), eval_tokens);
     llama::runtime runtime(m);
     const bool tty = isatty(fileno(stderr)) != 0;
 
-    // Dense perplexity.
-    index_t windows = static_cast<index_t>(eval.size()) / seqlen;
-    windows = std::min<index_t>(windows, static_cast<index_t>(o.eval_windows));
-    auto evaluate_dense = [&]() {
+    // Dense perplexity of every evaluation text.
+    std::vector<llama::perplexity_result> dense_results;
+    for (std::size_t k = 0; k < evals.size(); ++k) {
+      index_t windows = static_cast<index_t>(evals[k].size()) / seqlen;
+      windows = std::min<index_t>(windows, static_cast<index_t>(o.eval_windows));
       llama::progress_bar bar("dense perplexity", windows);
-      return llama::perplexity(runtime, eval, seqlen, static_cast<index_t>(o.eval_windows), 4,
-                               [&](index_t done, index_t, double running) {
-                                 bar.update(done, fmt::format("ppl {:.4f}", running));
-                               });
-    };
-    const llama::perplexity_result dense = evaluate_dense();
-    fmt::print("ppl_dense={:.6f} (windows={} seqlen={})\n", dense.ppl, dense.windows, seqlen);
+      dense_results.push_back(llama::perplexity(runtime, evals[k], seqlen,
+                                                static_cast<index_t>(o.eval_windows), 4,
+                                                [&](index_t done, index_t, double running) {
+                                                  bar.update(done, fmt::format("ppl {:.4f}", running));
+                                                }));
+      fmt::print("ppl_dense={:.6f} (text={} windows={} seqlen={})\n", dense_results.back().ppl,
+                 o.eval_paths[k], dense_results.back().windows, seqlen);
+    }
+    const llama::perplexity_result& dense = dense_results.front();
     std::fflush(stdout);
 
     // Pruning.
@@ -563,12 +631,12 @@ int main(int argc, char** argv) {
     po.pattern = o.shape.pattern;
     po.sparsity = 1.0 - o.density;
     if (po.sparsity < 1e-15) po.sparsity = 0.0;
-    po.shots = static_cast<int>(o.shots);
+    po.shots = o.shots > 0 ? static_cast<int>(o.shots) : surgeon::default_shots(o.shape.what);
     po.damp.g = o.damp_g;
     po.damp.a = o.damp_a;
     po.budget.max = static_cast<index_t>(o.max_correlate);
-    po.whole_mask = o.whole_mask;
-    po.update = !o.no_update;
+    po.pcg = o.pcg;
+    po.update = o.update;
     po.group_size = static_cast<int>(o.group_size);
     po.sequential = o.sequential;
     // The working-memory budget: auto is 80 % of what is free where the pruning runs.
@@ -593,8 +661,10 @@ int main(int argc, char** argv) {
     eo.seqlen = seqlen;
     eo.max_windows = static_cast<index_t>(o.eval_windows);
     eo.when = o.eval_every_shot ? llama::evaluate_when::every_shot : llama::evaluate_when::last_shot;
-    eo.last_shot = po.shots;
-    llama::prune_adapter adapter(m, runtime, calib, eval, co, eo);
+    eo.last_shot = *po.shots;
+    std::vector<const std::vector<std::int32_t>*> eval_texts;
+    for (const std::vector<std::int32_t>& text : evals) eval_texts.push_back(&text);
+    llama::prune_adapter adapter(m, runtime, calib, eval_texts, co, eo);
 
     {
       const std::vector<surgeon::prunable_matrix> matrices = adapter.matrices();
@@ -609,14 +679,14 @@ int main(int argc, char** argv) {
                                    ? static_cast<int>(o.update_threads)
                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     if (o.cuda_device < 0) fmt::print("update_threads={}\n", update_threads);
-    llama::progress_bar bar("prune", po.shots);
+    llama::progress_bar bar("prune", *po.shots);
     bar.update(0, fmt::format("{} {} density {}", surgeon::to_string(o.how), o.shape.name, o.density));
     const auto on_shot = [&](const surgeon::shot_report& r) {
       const std::string line = fmt::format(
           "shot {}/{} target_sparsity={:.4f} achieved_sparsity={:.4f} seconds={:.2f} lambda_g={:.3g} "
-          "lambda_a={:.3g} escalations={}{}\n  {}",
-          r.shot, po.shots, r.target_sparsity, r.achieved_sparsity, r.seconds, r.max_lambda_g, r.max_lambda_a,
-          r.escalations,
+          "lambda_a={:.3g} escalations={} update_iterations={} max_update_residual={:.3g}{}\n  {}",
+          r.shot, *po.shots, r.target_sparsity, r.achieved_sparsity, r.seconds, r.max_lambda_g,
+          r.max_lambda_a, r.escalations, r.update_iterations, r.max_update_residual,
           r.evaluation && std::isfinite(*r.evaluation) ? fmt::format(" ppl={:.6f}", *r.evaluation) : "",
           phases_line(r.timings));
       if (tty)
@@ -636,6 +706,7 @@ int main(int argc, char** argv) {
       reports = llama::prune_on_cuda(o.cuda_device, erased, po, o.costs_on_host, on_shot);
 #endif
     }
+    const std::vector<llama::perplexity_result> pruned_results = adapter.last_perplexities();
     const double ppl_pruned = adapter.last_perplexity().ppl;
     const counts c = count_parameters(m);
     const double achieved_density = 1.0 - static_cast<double>(c.zeros) / static_cast<double>(c.prunable);
@@ -663,21 +734,24 @@ int main(int argc, char** argv) {
           .string("out", o.out_path)
           .string("out_type", loaded.format == llama::model_format::gguf ? o.out_type_name : "f32")
           .string("calib", o.calib_path)
-          .string("eval", o.eval_path)
+          .string("eval", o.eval_paths.front())
           .string("method", std::string(surgeon::to_string(o.how)))
           .string("structure", o.shape.name)
           .number("target_density", o.density)
           .number("achieved_density", achieved_density)
-          .integer("shots", o.shots)
+          .integer("shots", *po.shots)
           .integer("nsamples", o.nsamples)
           .integer("seqlen", seqlen)
           .integer("seed", static_cast<long long>(o.seed))
           .number("damp_g", o.damp_g)
           .number("damp_a", o.damp_a)
           .integer("max_correlate", o.max_correlate)
-          .boolean("whole_mask", o.whole_mask)
+          .string("update", o.update_name)
+          .boolean("reseed_per_shot", o.reseed_per_shot)
+          .number("pcg_tolerance", o.pcg.tolerance)
+          .integer("pcg_iterations", o.pcg.max_iterations)
+          .boolean("pcg_float_products", o.pcg.float_products)
           .boolean("sequential", o.sequential)
-          .boolean("update", !o.no_update)
           .integer("group_size", reports.empty() ? o.group_size : reports.front().group_size)
           .integer("update_threads", o.cuda_device < 0 ? update_threads : 1)
           .number("memory_budget_gb", static_cast<double>(po.memory_budget) / 1e9)
@@ -686,6 +760,7 @@ int main(int argc, char** argv) {
           .integer("eval_windows", dense.windows)
           .number("ppl_dense", dense.ppl)
           .number("ppl_pruned", ppl_pruned)
+          .raw("evaluations", evaluations_json(o.eval_paths, dense_results, pruned_results))
           .integer("prunable_parameters", c.prunable)
           .integer("pruned_weights", c.zeros)
           .integer("unpruned_parameters", c.unpruned)
@@ -705,7 +780,7 @@ int main(int argc, char** argv) {
     fmt::print(
         "method={} structure={} target_density={} shots={} nsamples={} seqlen={} seed={} device={} "
         "seconds={:.2f} peak_rss_mb={:.1f}\n",
-        surgeon::to_string(o.how), o.shape.name, o.density, o.shots, o.nsamples, seqlen, o.seed,
+        surgeon::to_string(o.how), o.shape.name, o.density, *po.shots, o.nsamples, seqlen, o.seed,
         o.device_name, seconds, peak_rss_mb());
     const llama::calibration_counts& work = adapter.calibration_work();
     fmt::print("calibration passes={} forward_batches={} backward_batches={} blocks={} resumed_batches={}\n",
@@ -720,14 +795,28 @@ int main(int argc, char** argv) {
       all.evaluation += r.timings.evaluation;
     }
     fmt::print("{} (seconds, all shots)\n", phases_line(all));
-    fmt::print(
-        "\n| model  | method       | structure    | density | perplexity |\n"
-        "|--------|--------------|--------------|---------|------------|\n"
-        "| dense  | -            | -            | {:7.4f} | {:10.4f} |\n"
-        "| pruned | {:<12} | {:<12} | {:7.4f} | {:10.4f} |\n\n",
-        1.0, dense.ppl, surgeon::to_string(o.how), o.shape.name, achieved_density, ppl_pruned);
+    // One perplexity column per evaluation text, headed by its file name.
+    std::string header = "| model  | method       | structure    | density |";
+    std::string rule = "|--------|--------------|--------------|---------|";
+    std::string dense_row = fmt::format("| dense  | -            | -            | {:7.4f} |", 1.0);
+    std::string pruned_row = fmt::format("| pruned | {:<12} | {:<12} | {:7.4f} |", surgeon::to_string(o.how),
+                                         o.shape.name, achieved_density);
+    for (std::size_t k = 0; k < evals.size(); ++k) {
+      const std::string name = fs::path(o.eval_paths[k]).filename().string();
+      const std::size_t width = std::max<std::size_t>(10, name.size());
+      header += fmt::format(" {:>{}} |", name, width);
+      rule += std::string(width + 2, '-') + "|";
+      dense_row += fmt::format(" {:>{}.4f} |", dense_results[k].ppl, width);
+      const double value = k < pruned_results.size() ? pruned_results[k].ppl : std::nan("");
+      pruned_row += fmt::format(" {:>{}.4f} |", value, width);
+    }
+    fmt::print("\n{}\n{}\n{}\n{}\n\n", header, rule, dense_row, pruned_row);
     fmt::print("ppl_dense={:.17g} ppl_pruned={:.17g} achieved_density={:.17g}\n", dense.ppl, ppl_pruned,
                achieved_density);
+    for (std::size_t k = 1; k < evals.size() && k < pruned_results.size(); ++k) {
+      fmt::print("text={} ppl_dense={:.17g} ppl_pruned={:.17g}\n", o.eval_paths[k], dense_results[k].ppl,
+                 pruned_results[k].ppl);
+    }
   } catch (const surgeon::error& e) {
     fmt::print(stderr, "surgeon-prune: {}\n", e.what());
     return 1;

@@ -906,16 +906,111 @@ TEST_CASE("sequential SparseGPT and Wanda prune each layer on the inputs of the 
   }
 }
 
+namespace {
+
+// chain_adapter with output gradients for LLM Surgeon: fixed per-token gradients of a's and b's
+// outputs (the same every pass, so G is the same in every pass and only b's input changes).
+struct chain_adapter_with_gradients : chain_adapter {
+  std::vector<float> g_a, g_b;
+  chain_adapter_with_gradients() {
+    std::mt19937 engine(5);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    g_a.resize(static_cast<std::size_t>(tokens * 12));
+    g_b.resize(static_cast<std::size_t>(tokens * 8));
+    for (auto* v : {&g_a, &g_b}) {
+      for (float& e : *v) e = normal(engine);
+    }
+  }
+  void calibrate(surgeon::calibration_sink& sink, int shot) {
+    chain_adapter::calibrate(sink, shot);
+    sink.output_grad("a", surgeon::host_matrix_view<const float>(g_a.data(), tokens, 12));
+    sink.output_grad("b", surgeon::host_matrix_view<const float>(g_b.data(), tokens, 8));
+  }
+};
+
+surgeon::host_matrix<double> second_moment(const std::vector<float>& rows_of, index_t tokens, index_t dim) {
+  surgeon::factor_accumulator<double> accumulator(dim);
+  surgeon::cpu::context ctx;
+  accumulator.add(ctx, surgeon::host_matrix_view<const float>(rows_of.data(), tokens, dim));
+  return accumulator.mean();
+}
+
+}  // namespace
+
+TEST_CASE("sequential LLM Surgeon: the one-pass mask, each group updated with its input re-measured",
+          "[prune][sequential]") {
+  const auto structure_kind = GENERATE(surgeon::structure::unstructured, surgeon::structure::n_m);
+  CAPTURE(structure_kind == surgeon::structure::n_m);
+  surgeon::prune_options options;
+  options.how = surgeon::method::llm_surgeon;
+  options.what = structure_kind;
+  options.sparsity = 0.5;
+  options.shots = 1;
+  options.pcg.tolerance = 1e-10;  // converged, so that the oracle below is exact
+  options.pcg.float_products = false;
+  options.pcg.max_iterations = 1000;
+  chain_adapter_with_gradients one_pass;
+  surgeon::prune(one_pass, options);
+  options.sequential = true;
+  chain_adapter_with_gradients sequential;
+  const auto reports = surgeon::prune(sequential, options);
+  CHECK(sequential.calibrations == 3);  // every matrix once, then one input pass per group: {a}, {b}
+  CHECK(reports.back().achieved_sparsity == Approx(0.5));
+  // The mask is the one-pass mask (costs and threshold from the first pass).
+  for (std::size_t k = 0; k < 2; ++k) {
+    const auto& w1 = k == 0 ? one_pass.w_a : one_pass.w_b;
+    const auto& ws = k == 0 ? sequential.w_a : sequential.w_b;
+    for (std::size_t e = 0; e < w1.size(); ++e) CHECK((w1[e] == 0.0f) == (ws[e] == 0.0f));
+  }
+  // a's input x does not depend on any layer: its update is the one-pass update.
+  for (std::size_t e = 0; e < sequential.w_a.size(); ++e)
+    CHECK(sequential.w_a[e] == Approx(one_pass.w_a[e]).margin(1e-5));
+  // b is updated with A from h of the updated a, and G from the first pass: the oracle by hand.
+  chain_adapter_with_gradients dense;
+  const surgeon::mask b_mask =
+      surgeon::mask::of_zeros(surgeon::host_matrix_view<const float>(sequential.w_b.data(), 8, 12));
+  const surgeon::host_matrix<double> a = second_moment(sequential.hidden(), chain_adapter::tokens, 12);
+  const surgeon::host_matrix<double> g = second_moment(dense.g_b, chain_adapter::tokens, 8);
+  surgeon::cpu::context ctx;
+  std::vector<float> w_b = dense.w_b;
+  const surgeon::host_matrix_view<float> weights(w_b.data(), 8, 12);
+  const auto curvature = surgeon::cpu::factorize<float>(ctx, g.view(), a.view(), options.damp,
+                                                        surgeon::host_matrix_view<const float>(weights));
+  surgeon::cpu::obs_update_full(ctx, curvature, weights, b_mask, options.pcg);
+  b_mask.apply(weights);
+  double largest = 0.0;
+  for (std::size_t e = 0; e < w_b.size(); ++e) {
+    largest = std::max(largest, std::abs(static_cast<double>(w_b[e])));
+    CHECK(sequential.w_b[e] == Approx(w_b[e]).margin(1e-5));
+  }
+  CHECK(largest > 0.1);
+  // ... which is not the one-pass update of b (its input came from the dense a).
+  double difference = 0.0;
+  for (std::size_t e = 0; e < w_b.size(); ++e)
+    difference = std::max(difference, std::abs(static_cast<double>(sequential.w_b[e] - one_pass.w_b[e])));
+  CHECK(difference > 1e-3);
+}
+
 TEST_CASE("sequential pruning: refused for global-threshold methods and explicit groups; budget checked",
           "[prune][sequential]") {
   chain_adapter model;
   surgeon::prune_options options;
   options.sequential = true;
-  for (const auto how : {surgeon::method::magnitude, surgeon::method::lobd, surgeon::method::kobd,
-                         surgeon::method::llm_surgeon}) {
+  for (const auto how : {surgeon::method::magnitude, surgeon::method::lobd, surgeon::method::kobd}) {
     options.how = how;
     CHECK_THROWS_AS(surgeon::pruning_session<chain_adapter>(model, options), surgeon::logic_error);
   }
+  options.how = surgeon::method::llm_surgeon;  // element masks only: rows-cols is refused
+  options.what = surgeon::structure::rows_columns;
+  CHECK_THROWS_AS(surgeon::pruning_session<chain_adapter>(model, options), surgeon::logic_error);
+  options.what = surgeon::structure::unstructured;
+  // Sequential LLM Surgeon: every factor (x 16², G_a 12², h 12², G_b 8²) and every cost (12·16,
+  // 8·12) of the first pass, plus the largest group's factors (a: 16² + 12²) and curvature
+  // (2·12² + 2·16²).
+  CHECK(surgeon::estimate_working_bytes(model.matrices(), options, 0) ==
+        (16 * 16 + 12 * 12 + 12 * 12 + 8 * 8 + 12 * 16 + 8 * 12 + 16 * 16 + 12 * 12 + 2 * 12 * 12 +
+         2 * 16 * 16) *
+            sizeof(double));
   options.how = surgeon::method::sparsegpt;
   options.group_size = 1;
   CHECK_THROWS_AS(surgeon::pruning_session<chain_adapter>(model, options), surgeon::logic_error);

@@ -91,7 +91,9 @@ constexpr const char* usage_text =
     "         [--sequential | --one-pass]  sparsegpt, wanda: calibrate and prune layer by layer, each on\n"
     "                       the inputs of the pruned earlier layers (their tools' protocol; their default\n"
     "                       here unless --group-size is given), or every layer from one pass of the dense "
-    "model\n"
+    "model;\n"
+    "                       llm-surgeon (unstructured, N:M): costs and mask from one pass, then each group\n"
+    "                       updated with its input's A re-measured on the model with earlier groups pruned\n"
     "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n"
     "         [--costs-on-host]  cuda: element costs in host memory, threshold on the host\n";
 
@@ -503,8 +505,11 @@ options parse_flags(int argc, char** argv) {
   if (o.shots > 10000) usage("--shots is too large");
   if (o.costs_on_host && o.cuda_device < 0) usage("--costs-on-host needs --device cuda");
   const bool layer_local = o.how == surgeon::method::sparsegpt || o.how == surgeon::method::wanda;
-  if (o.sequential_flag == 1 && !layer_local)
-    usage("--sequential needs --method sparsegpt or wanda (the others take one global threshold)");
+  if (o.sequential_flag == 1 && !layer_local &&
+      !(o.how == surgeon::method::llm_surgeon && o.shape.what != surgeon::structure::rows_columns))
+    usage(
+        "--sequential needs --method sparsegpt, wanda, or llm-surgeon with element masks (unstructured, "
+        "N:M); the others take one global threshold from one pass");
   if (o.sequential_flag == 1 && o.group_size != 0)
     usage("--sequential makes its own groups; drop --group-size");
   o.sequential = o.sequential_flag == 1 || (o.sequential_flag < 0 && layer_local && o.group_size == 0);

@@ -85,15 +85,20 @@ class prune_backend {
   /// The layer's curvature from the means of `g_key` and `a_key` (an empty key: identity).
   curvature factorize(const store& s, const std::string& g_key, const std::string& a_key,
                       host_matrix_view<const float> w, const damping& d) {
+    return factorize(s, g_key, s, a_key, w, d);
+  }
+  /// The same with G from one pass's store and A from another's (sequential LLM Surgeon).
+  curvature factorize(const store& g_store, const std::string& g_key, const store& a_store,
+                      const std::string& a_key, host_matrix_view<const float> w, const damping& d) {
     host_matrix<double> g(w.rows(), w.rows());
     host_matrix<double> a(w.cols(), w.cols());
     if (!g_key.empty()) {
-      g = s.bank_.at(g_key).mean();
+      g = g_store.bank_.at(g_key).mean();
     } else {
       for (index_t i = 0; i < w.rows(); ++i) g(i, i) = 1.0;
     }
     if (!a_key.empty()) {
-      a = s.bank_.at(a_key).mean();
+      a = a_store.bank_.at(a_key).mean();
     } else {
       for (index_t j = 0; j < w.cols(); ++j) a(j, j) = 1.0;
     }

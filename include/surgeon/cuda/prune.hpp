@@ -118,8 +118,15 @@ class prune_backend {
   /// The layer's curvature from the device means of `g_key` and `a_key` (an empty key: identity).
   curvature factorize(const store& s, const std::string& g_key, const std::string& a_key,
                       host_matrix_view<const float> w, const damping& d) {
-    const device_buffer<double> g = g_key.empty() ? identity(w.rows()) : s.factors_.at(g_key).mean(*ctx_);
-    const device_buffer<double> a = a_key.empty() ? identity(w.cols()) : s.factors_.at(a_key).mean(*ctx_);
+    return factorize(s, g_key, s, a_key, w, d);
+  }
+  /// The same with G from one pass's store and A from another's (sequential LLM Surgeon).
+  curvature factorize(const store& g_store, const std::string& g_key, const store& a_store,
+                      const std::string& a_key, host_matrix_view<const float> w, const damping& d) {
+    const device_buffer<double> g =
+        g_key.empty() ? identity(w.rows()) : g_store.factors_.at(g_key).mean(*ctx_);
+    const device_buffer<double> a =
+        a_key.empty() ? identity(w.cols()) : a_store.factors_.at(a_key).mean(*ctx_);
     const device_buffer<float> weights = upload(w);
     return cuda::factorize<float>(*ctx_, g.view(w.rows(), w.rows()), a.view(w.cols(), w.cols()), d,
                                   weights.view(w.rows(), w.cols()));

@@ -190,9 +190,12 @@ struct prune_options {
   /// calibrated and pruned group by group in adapter order, each group's calibration pass running
   /// on the model with every earlier group already pruned, so each layer compensates the errors of
   /// the layers before it. A group is a maximal run of consecutive matrices that read the same
-  /// input (`sequential_groups`; a Llama block gives q,k,v | o | gate,up | down). Only for the
-  /// layer-local methods, SparseGPT (uniform per layer) and Wanda (per row, or N:M), which need no
-  /// global threshold; `group_size` must stay 0 (the memory budget is checked against the largest
+  /// input (`sequential_groups`; a Llama block gives q,k,v | o | gate,up | down). For SparseGPT
+  /// (uniform per layer) and Wanda (per row, or N:M), which need no global threshold, each group is
+  /// masked and updated from its own pass. For LLM Surgeon (element masks), one pass of every
+  /// matrix (A and G) gives the costs and the one global threshold first; then each group's pass
+  /// re-measures only its input's A (a forward pass), and the group is updated with that A and the
+  /// first pass's G. `group_size` must stay 0 (the memory budget is checked against the largest
   /// group). Costs one calibration pass per group; an adapter can make a pass that wants only late
   /// layers cheap by resuming from cached activations, as the Llama adapter does.
   bool sequential = false;
@@ -247,10 +250,12 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
   double largest_curvature = 0.0;
   double all_curvature = 0.0;
   double largest_group_state = 0.0;
+  double largest_group_curvature = 0.0;
   for (const std::vector<std::size_t>& group : groups) {
     std::set<std::string> inputs;
     double state = 0.0;
     double group_costs = 0.0;
+    double group_curvature = 0.0;
     for (const std::size_t k : group) {
       const prunable_matrix& m = matrices[k];
       const index_t rows = m.weight.rows();
@@ -264,6 +269,7 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
                                                                   : 2.0 * square(rows) + 2.0 * square(cols);
       largest_curvature = std::max(largest_curvature, curvature);
       all_curvature += curvature;
+      group_curvature += curvature;
       if (options.how != method::sparsegpt) {
         group_costs += options.what == structure::rows_columns
                            ? static_cast<double>(rows + cols)
@@ -273,9 +279,23 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
     costs += group_costs;
     largest_group_costs = std::max(largest_group_costs, group_costs);
     largest_group_state = std::max(largest_group_state, state);
+    largest_group_curvature = std::max(largest_group_curvature, group_curvature);
   }
-  const double doubles = largest_group_state + (keep_all ? all_curvature : largest_curvature) +
-                         (options.sequential ? largest_group_costs : costs);
+  // Sequential LLM Surgeon keeps the first pass's factors of every matrix and every cost until the
+  // global selection, then one group's A and curvatures at a time.
+  const bool sequential_global = options.sequential && options.how == method::llm_surgeon;
+  double all_state = 0.0;
+  if (sequential_global) {
+    std::set<std::string> inputs;
+    for (const prunable_matrix& m : matrices) {
+      if (inputs.insert(m.input_key).second) all_state += square(m.weight.cols());
+      all_state += square(m.weight.rows());
+    }
+  }
+  const double doubles = sequential_global
+                             ? all_state + largest_group_state + largest_group_curvature + costs
+                             : largest_group_state + (keep_all ? all_curvature : largest_curvature) +
+                                   (options.sequential ? largest_group_costs : costs);
   return static_cast<std::size_t>(doubles * static_cast<double>(sizeof(double)));
 }
 
@@ -419,9 +439,10 @@ class basic_pruning_session {
     }
     if (options_.sequential) {
       SURGEON_EXPECTS(
-          options_.how == method::sparsegpt || options_.how == method::wanda,
-          "prune: sequential pruning needs a layer-local method (SparseGPT or Wanda); {} takes one "
-          "global threshold over every matrix",
+          options_.how == method::sparsegpt || options_.how == method::wanda ||
+              (options_.how == method::llm_surgeon && options_.what != structure::rows_columns),
+          "prune: sequential pruning is for SparseGPT, Wanda and LLM Surgeon's element masks (unstructured, "
+          "N:M); not {} with this structure",
           to_string(options_.how));
       SURGEON_EXPECTS(options_.group_size == 0,
                       "prune: sequential pruning makes its own groups (runs of matrices with one input); "
@@ -489,8 +510,13 @@ class basic_pruning_session {
       return report;
     }
 
-    if (options_.sequential) {  // Wanda (SparseGPT took the branch above)
+    if (options_.sequential && options_.how == method::wanda) {  // SparseGPT took the branch above
       sequential_wanda(report, matrices, groups, t);
+      finish(report, matrices, start);
+      return report;
+    }
+    if (options_.sequential) {
+      sequential_llm_surgeon(report, matrices, groups, t);
       finish(report, matrices, start);
       return report;
     }
@@ -672,6 +698,67 @@ class basic_pruning_session {
     }
   }
 
+  // Sequential LLM Surgeon (prune_options::sequential): one pass of every matrix for the costs and
+  // the global selection, then per group a forward pass for its input's A on the model with the
+  // earlier groups updated, and the group's updates with that A and the first pass's G.
+  void sequential_llm_surgeon(shot_report& report, const std::vector<prunable_matrix>& matrices,
+                              const std::vector<std::vector<std::size_t>>& groups, int t) {
+    using costs_type = typename Backend::costs;
+    std::vector<std::size_t> everything(matrices.size());
+    for (std::size_t k = 0; k < matrices.size(); ++k) everything[k] = k;
+    const std::unique_ptr<typename Backend::store> first = calibrate(matrices, everything, t, true, true);
+    lap(report.timings.calibration);
+    std::vector<costs_type> element_costs(matrices.size());
+    for (std::size_t k = 0; k < matrices.size(); ++k) {
+      const prunable_matrix& m = matrices[k];
+      const host_matrix_view<const float> w(m.weight);
+      if (entirely_dead(*first, m, true, true)) {
+        dead_.insert(k);
+        element_costs[k] = backend_.zero_costs(w.rows(), w.cols());
+        lap(report.timings.curvature);
+        continue;
+      }
+      const typename Backend::curvature curvature = curvature_of(*first, *first, m, true, true, report);
+      lap(report.timings.curvature);
+      element_costs[k] = backend_.element_costs(options_.how, curvature, w);
+      lap(report.timings.costs);
+    }
+    selection chosen = options_.what == structure::n_m
+                           ? backend_.select_nm(element_costs, options_.pattern, report.target_sparsity)
+                           : backend_.select_unstructured(element_costs, report.target_sparsity);
+    report.removed = chosen.removed;
+    element_costs.clear();
+    lap(report.timings.selection);
+    const bool updates = options_.update != update_kind::none;
+    for (const auto& group : groups) {
+      if (!updates) break;
+      const std::unique_ptr<typename Backend::store> inputs = calibrate(matrices, group, t, true, false);
+      lap(report.timings.calibration);
+      // The group's matrices share one input and are independent given it: their curvatures first,
+      // then their updates, several at once where the backend allows.
+      std::vector<std::size_t> live;
+      std::vector<typename Backend::curvature> curvatures;
+      for (const std::size_t k : group) {
+        if (dead_.count(k) != 0) {
+          chosen.masks[k].apply(matrices[k].weight);  // before the next group's pass reads it
+          continue;
+        }
+        live.push_back(k);
+        curvatures.push_back(curvature_of(*first, *inputs, matrices[k], true, true, report));
+      }
+      lap(report.timings.curvature);
+      std::vector<update_report> reports(live.size());
+      run_each(live.size(), [&](std::size_t i) {
+        const typename Backend::curvature curvature = std::move(curvatures[i]);
+        reports[i] = update(curvature, matrices[live[i]], chosen.masks[live[i]], {}, {}, live[i]);
+      });
+      for (const update_report& u : reports) add_update(report, u);
+      lap(report.timings.update);
+    }
+    for (std::size_t k = 0; k < matrices.size(); ++k) chosen.masks[k].apply(matrices[k].weight);
+    lap(report.timings.update);
+  }
+
   // The method's update of matrix k for its mask (and removed rows/columns), then the mask.
   update_report update(const typename Backend::curvature& curvature, const prunable_matrix& m,
                        const mask& pruned, const std::vector<std::vector<index_t>>& rows,
@@ -760,9 +847,15 @@ class basic_pruning_session {
   // the methods that reach here — K-OBD rows-cols, LLM Surgeon — use both).
   typename Backend::curvature curvature_of(typename Backend::store& store, const prunable_matrix& m,
                                            bool needs_a, bool needs_g, shot_report& report) {
+    return curvature_of(store, store, m, needs_a, needs_g, report);
+  }
+  // The same with G from `g_store` and A from `a_store` (sequential LLM Surgeon).
+  typename Backend::curvature curvature_of(const typename Backend::store& g_store,
+                                           const typename Backend::store& a_store, const prunable_matrix& m,
+                                           bool needs_a, bool needs_g, shot_report& report) {
     typename Backend::curvature curvature = backend_.factorize(
-        store, needs_g ? "g:" + m.name : std::string(), needs_a ? "a:" + m.input_key : std::string(),
-        host_matrix_view<const float>(m.weight), options_.damp);
+        g_store, needs_g ? "g:" + m.name : std::string(), a_store,
+        needs_a ? "a:" + m.input_key : std::string(), host_matrix_view<const float>(m.weight), options_.damp);
     report.max_lambda_g = std::max(report.max_lambda_g, curvature.g.report().lambda_used);
     report.max_lambda_a = std::max(report.max_lambda_a, curvature.a.report().lambda_used);
     report.escalations += curvature.g.report().escalations + curvature.a.report().escalations;

@@ -135,15 +135,6 @@ int main(int argc, char** argv) {
     l.w = file.read<float>(name + ".weight");
     l.a = read_matrix(file, name + ".a", l.cols, l.cols);
     l.g = read_matrix(file, name + ".g", l.rows, l.rows);
-    if (std::getenv("LAYER_TRANSPOSE") != nullptr) {  // the same problem with W and the factors swapped
-      std::vector<float> t(l.w.size());
-      for (index_t i = 0; i < l.rows; ++i)
-        for (index_t j = 0; j < l.cols; ++j)
-          t[static_cast<std::size_t>(j * l.rows + i)] = l.w[static_cast<std::size_t>(i * l.cols + j)];
-      l.w = t;
-      std::swap(l.rows, l.cols);
-      std::swap(l.a, l.g);
-    }
     const surgeon::host_matrix_view<const double> a_view(l.a.data(), l.cols, l.cols);
     const surgeon::host_matrix_view<const double> g_view(l.g.data(), l.rows, l.rows);
     const surgeon::host_matrix_view<const float> w_view(l.w.data(), l.rows, l.cols);

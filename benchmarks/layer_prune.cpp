@@ -4,14 +4,15 @@
 // implementations can be timed on the same file.
 //
 //   layer-prune --factors FILE.safetensors --layer blk.5.ffn_up [--density 0.5] [--structure S]
-//               [--damp-g 0.1] [--damp-a 0.01] [--methods LIST] [--repeat 3] [--pcg-tol 1e-3]
+//               [--damp-g 0.1] [--damp-a 0.01] [--methods LIST] [--repeat 3] [--pcg-tol 0.03]
 //
 // S: unstructured or N:M (2:4). LIST, comma-separated, of:
 //   sparsegpt    SparseGPT on H = A (its own per-layer mask, λ = damp-a), float weights
 //   mask-only    LLM Surgeon's mask (costs at the given damping, this layer's threshold), no update
 //   chunked      LLM Surgeon's mask, the chunked update (max-correlate 2000; the paper's)
-//   whole-mask   LLM Surgeon's mask, the whole-mask PCG update (--pcg-tol, --pcg-iterations (100),
-//                --pcg-form kronecker|sweep, --pcg-float 0|1)
+//   whole-mask   LLM Surgeon's mask, the whole-mask PCG update; the library's defaults
+//                (surgeon::pcg_options{}) unless --pcg-tol, --pcg-iterations, --pcg-form
+//                kronecker|sweep or --pcg-float 0|1 say otherwise
 // Every line reports the best wall time of --repeat runs of the update alone (update_s) and of the
 // whole layer (layer_s: factorisation, costs, selection and update; SparseGPT's own Cholesky
 // included), and the loss of the change Δ = W' − W:
@@ -80,7 +81,7 @@ int main(int argc, char** argv) {
   std::string factors_path, name, structure = "unstructured",
                                   methods = "sparsegpt,mask-only,chunked,whole-mask";
   double density = 0.5, damp_g = 0.1, damp_a = 0.01;
-  surgeon::pcg_options pcg{1e-3, 100};
+  surgeon::pcg_options pcg;  // the library's defaults
   long repeat = 3;
   for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];

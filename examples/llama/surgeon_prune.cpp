@@ -2,9 +2,10 @@
 // perplexity before and after (SPEC.md §7), and writes the pruned model and a JSON report.
 //
 //   surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT [--eval TEXT ...] --out PATH
-//                 [--method M] [--structure S] [--density D] [--shots T] [--nsamples N]
+//                 [--method M] [--structure S] [--density D] [--shots auto|T] [--nsamples N]
 //                 [--seqlen L] [--seed S] [--damp-g X] [--damp-a X] [--max-correlate K]
-//                 [--eval-windows K] [--whole-mask] [--no-update] [--group-size K] [--out-type f32|f16]
+//                 [--update whole-mask|chunked|none] [--pcg-tol X] [--eval-windows K] [--group-size K]
+//                 [--out-type f32|f16]
 //                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
 //                 [--device cpu|cuda|cuda:N] [--costs-on-host] [--memory-budget auto|0|GB]
 //                 [--update-threads auto|K] [--sequential | --one-pass]
@@ -89,11 +90,11 @@ constexpr const char* usage_text =
     "         [--eval-every-shot]  [--same-windows]  (the same calibration windows every shot, instead of\n"
     "                       fresh ones: seed + shot)\n"
     "         [--sequential | --one-pass]  sparsegpt, wanda: calibrate and prune layer by layer, each on\n"
-    "                       the inputs of the pruned earlier layers (their tools' protocol; their default\n"
-    "                       here unless --group-size is given), or every layer from one pass of the dense "
-    "model;\n"
-    "                       llm-surgeon (unstructured, N:M): costs and mask from one pass, then each group\n"
-    "                       updated with its input's A re-measured on the model with earlier groups pruned\n"
+    "                       the inputs of the pruned earlier layers (their tools' protocol), or every layer\n"
+    "                       from one pass of the dense model; llm-surgeon (unstructured, N:M): costs and\n"
+    "                       mask from one pass, then each group updated with its input's A re-measured on\n"
+    "                       the model with the earlier groups pruned. Default: sequential for sparsegpt,\n"
+    "                       wanda and llm-surgeon N:M unless --group-size is given\n"
     "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n"
     "         [--costs-on-host]  cuda: element costs in host memory, threshold on the host\n";
 
@@ -355,7 +356,7 @@ struct options {
   bool update_set = false;  ///< --update (or an alias) was given
   bool eval_every_shot = false, reseed_per_shot = true;
   int sequential_flag = -1;  ///< -1: not given; 0: --one-pass; 1: --sequential
-  bool sequential = false;   ///< resolved: --sequential, or the default for SparseGPT and Wanda
+  bool sequential = false;   ///< resolved: --sequential, or surgeon::recommended_sequential
   bool costs_on_host = false;
   double memory_budget_gb = -1.0;  ///< -1: auto; 0: no limit
   long long update_threads = 0;    ///< 0: auto (the hardware threads)
@@ -512,7 +513,10 @@ options parse_flags(int argc, char** argv) {
         "N:M); the others take one global threshold from one pass");
   if (o.sequential_flag == 1 && o.group_size != 0)
     usage("--sequential makes its own groups; drop --group-size");
-  o.sequential = o.sequential_flag == 1 || (o.sequential_flag < 0 && layer_local && o.group_size == 0);
+  o.sequential =
+      o.sequential_flag == 1 ||
+      (o.sequential_flag < 0 && o.group_size == 0 && surgeon::recommended_sequential(o.how, o.shape.what) &&
+       !(o.how == surgeon::method::llm_surgeon && o.update == surgeon::update_kind::none));
   if (o.update_threads_set && o.cuda_device >= 0) usage("--update-threads applies to --device cpu");
 #if !defined(SURGEON_PRUNE_WITH_CUDA)
   if (o.cuda_device >= 0)

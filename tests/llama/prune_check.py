@@ -188,6 +188,11 @@ def case_density(args):
     if magnitude["passes"] != 0:
         fail(f"magnitude calibrated with {magnitude}, expected nothing")
     print(f"  calibration: lobd {lobd}, llm-surgeon {surgeon}")
+    # Sequential calibration by default where it measured better (surgeon::recommended_sequential):
+    # LLM Surgeon's N:M masks, not its unstructured ones.
+    if runs["density_2_4"]["sequential"] is not True or runs["density_unstructured"]["sequential"] is not False:
+        fail(f"llm-surgeon sequential defaults: 2:4 {runs['density_2_4']['sequential']}, unstructured "
+             f"{runs['density_unstructured']['sequential']}; expected true, false")
     # Shot timings: the phases add up to each shot's seconds; the calibration phase holds the passes
     # that ran, the evaluation phase the perplexity of the last shot (the only one evaluated).
     for name, result in runs.items():
@@ -342,7 +347,7 @@ def case_refuse(args):
                  ["--nsamples", "-1"], ["--out-type", "q8"], ["--frobnicate", "1"], ["--seqlen"],
                  ["--device", "gpu"], ["--device", "cuda:x"], ["--device", "cuda:-1"], ["--costs-on-host"],
                  ["--memory-budget", "-1"], ["--memory-budget", "lots"], ["--update-threads", "0"],
-                 ["--method", "llm-surgeon", "--sequential"], ["--method", "kobd", "--sequential"],
+                 ["--method", "llm-surgeon", "--structure", "rows-cols", "--sequential"], ["--method", "kobd", "--sequential"],
                  ["--method", "sparsegpt", "--sequential", "--group-size", "7"],
                  ["--method", "wanda", "--sequential", "--one-pass"]]
     for flags in bad_flags:

@@ -161,6 +161,20 @@ constexpr int default_shots(structure what) noexcept {
   return what == structure::rows_columns ? 8 : 1;
 }
 
+/// @brief Whether sequential calibration (`prune_options::sequential`) gave the better model for
+/// this method and structure on SmolLM2, on the calibration text's domain and on another
+/// (docs/RESULTS.md, "Across domains"): SparseGPT and Wanda (their own tools' protocol) and LLM
+/// Surgeon with N:M masks (77.4 vs 82.9 on wikitext-2, 102.9 vs 113.0 on the Debian Policy
+/// Manual at 2:4). Not LLM Surgeon's unstructured masks (50.8 vs 49.5, 45.0 vs 43.5 at 50 %),
+/// whose global allocation is decided on the dense model, nor the other global-threshold methods.
+/// `prune_options::sequential` stays false unless the caller sets it, because its cost depends on
+/// the adapter: one forward pass per group, cheap only when the adapter resumes each pass from the
+/// previous one as the Llama adapter does; `surgeon-prune` sets it from this function. O(1).
+constexpr bool recommended_sequential(method how, structure what) noexcept {
+  return how == method::sparsegpt || how == method::wanda ||
+         (how == method::llm_surgeon && what == structure::n_m);
+}
+
 /// @brief What to prune and how (defaults: LLM Surgeon, unstructured, the whole-mask update,
 /// `default_shots`).
 struct prune_options {

@@ -29,7 +29,7 @@ struct calibration_options {
   index_t seqlen = 2048;         ///< T tokens per sequence
   index_t batch = 4;             ///< sequences per backward pass
   std::uint64_t seed = 0;        ///< seed of the window offsets
-  bool reseed_per_shot = false;  ///< false: every shot sees the same N windows; true: seed + shot
+  bool reseed_per_shot = false;  ///< false: every shot sees the same N windows; true: seed + shot − 1
   backward_options backward{};   ///< labels of the gradients (empirical by default)
   /// Forward-only passes that want no early block resume from the residual stream the previous
   /// such pass left at its first wanted block, when that is at or before this pass's first wanted
@@ -154,10 +154,13 @@ class prune_adapter {
   /// `runtime::forward` instead — the same inputs for a third of the work — and it stops right
   /// after the last input the sink wants (a group of early matrices needs only early blocks, and
   /// the rest of the last block and the output head are skipped).
-  /// The windows depend on the seed only (and on the shot when `reseed_per_shot`).
+  /// The windows depend on the seed only (and on the shot after the first when `reseed_per_shot`).
   void calibrate(calibration_sink& sink, int shot) {
+    // The first shot always reads the windows of `seed`, so a one-shot run does not depend on
+    // reseed_per_shot; later shots read those of seed + 1, seed + 2, ... when reseeding.
     const std::uint64_t seed =
-        calibration_.seed + (calibration_.reseed_per_shot ? static_cast<std::uint64_t>(shot) : 0u);
+        calibration_.seed +
+        (calibration_.reseed_per_shot && shot > 1 ? static_cast<std::uint64_t>(shot - 1) : 0u);
     const index_t seqlen = calibration_.seqlen;
     const std::vector<index_t> offsets = calibration_offsets(static_cast<index_t>(calibration_tokens_.size()),
                                                              seqlen, calibration_.nsamples, seed);

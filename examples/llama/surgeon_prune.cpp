@@ -88,7 +88,7 @@ constexpr const char* usage_text =
     "                       single-threaded BLAS (auto: the hardware threads; 1: one at a time)\n"
     "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
     "         [--eval-every-shot]  [--same-windows]  (the same calibration windows every shot, instead of\n"
-    "                       fresh ones: seed + shot)\n"
+    "                       fresh ones: shot t reads the windows of seed + t - 1)\n"
     "         [--sequential | --one-pass]  sparsegpt, wanda: calibrate and prune layer by layer, each on\n"
     "                       the inputs of the pruned earlier layers (their tools' protocol), or every layer\n"
     "                       from one pass of the dense model; llm-surgeon (unstructured, N:M): costs and\n"

@@ -62,10 +62,13 @@ struct backward_only_calibration {
   surgeon::llama::calibration_options options;
   int passes = 0;
 
-  void operator()(surgeon::calibration_sink& sink, int /*shot*/) {
+  void operator()(surgeon::calibration_sink& sink, int shot) {
     ++passes;
+    // Shot t reads the windows of seed + t − 1 when reseeding (the first shot those of seed).
+    const std::uint64_t seed =
+        options.seed + (options.reseed_per_shot && shot > 1 ? static_cast<std::uint64_t>(shot - 1) : 0u);
     const std::vector<index_t> offsets = surgeon::llama::calibration_offsets(
-        static_cast<index_t>(tokens->size()), options.seqlen, options.nsamples, options.seed);
+        static_cast<index_t>(tokens->size()), options.seqlen, options.nsamples, seed);
     surgeon::llama::hooks h;
     h.input = [&sink](const std::string& key, surgeon::host_matrix_view<const float> x) {
       sink.input(key, x);
@@ -282,6 +285,45 @@ TEST_CASE("prune_adapter calibrates without a backward pass exactly when no grad
       calibration.resume_forward = true;
     }
   }
+}
+
+TEST_CASE("prune_adapter: fresh windows per shot from the second shot on; one shot never depends on it",
+          "[llama][model]") {
+  const std::string path = stories_path();
+  if (path.empty()) SURGEON_SKIP("no stories260K (SURGEON_SHARED_DIR)");
+  const surgeon::llama::model original = load(path);
+  const std::vector<std::int32_t> tokens = random_tokens(3000, original.cfg.vocab_size, 9);
+  surgeon::llama::evaluation_options evaluation;
+  evaluation.when = surgeon::llama::evaluate_when::never;
+  const std::vector<std::int32_t> no_evaluation;
+  const auto prune_with = [&](bool reference, bool reseed, int shots) {
+    surgeon::llama::calibration_options calibration;
+    calibration.nsamples = 4;
+    calibration.seqlen = 48;
+    calibration.seed = 3;
+    calibration.reseed_per_shot = reseed;
+    surgeon::prune_options options;
+    options.how = surgeon::method::kobd;
+    options.sparsity = 0.5;
+    options.shots = shots;
+    surgeon::llama::model m = original;
+    surgeon::llama::runtime runtime(m);
+    surgeon::llama::prune_adapter adapter(m, runtime, tokens, no_evaluation, calibration, evaluation);
+    if (!reference) {
+      surgeon::prune(adapter, options);
+    } else {
+      backward_only_calibration calibrate{&runtime, &tokens, calibration};
+      surgeon::any_adapter erased(
+          [&adapter] { return adapter.matrices(); },
+          [&calibrate](surgeon::calibration_sink& sink, int shot) { calibrate(sink, shot); });
+      surgeon::prune(erased, options);
+    }
+    return m.blocks[0].w_up;
+  };
+  CHECK(prune_with(false, true, 1) == prune_with(false, false, 1));
+  CHECK(prune_with(false, true, 2) == prune_with(true, true, 2));
+  CHECK(prune_with(false, false, 2) == prune_with(true, false, 2));
+  CHECK(prune_with(false, true, 2) != prune_with(false, false, 2));
 }
 
 TEST_CASE("prune_adapter: sequential pruning resumes each pass from the kept residual stream, bit for bit",

@@ -523,7 +523,8 @@ TEST_CASE("the diagonal methods prune exactly as costs from the full factors wou
       const surgeon::host_matrix_view<const float> w(m.weight);
       const auto g = data.mean_or_identity("g:" + m.name, needs_g, w.rows());
       const auto a = data.mean_or_identity("a:" + m.input_key, needs_a, w.cols());
-      const auto curvature = surgeon::cpu::factorize(data.ctx, g.view(), a.view(), options.damp, w);
+      const auto curvature = surgeon::cpu::factorize(
+          data.ctx, g.view(), a.view(), options.damp.value_or(surgeon::default_damping(options.how)), w);
       if (c.what == surgeon::structure::rows_columns) {
         row_costs.push_back(surgeon::cpu::row_costs(data.ctx, c.how, curvature, w));
         col_costs.push_back(surgeon::cpu::column_costs(data.ctx, c.how, curvature, w));
@@ -874,7 +875,7 @@ TEST_CASE("sequential SparseGPT and Wanda prune each layer on the inputs of the 
     CHECK(sequential.calibrations == 2);  // one pass per group: {a}, {b}
     CHECK(reports.back().achieved_sparsity == Approx(0.5));
     chain_adapter by_hand;
-    prune_by_hand(by_hand, how, 0.5, options.damp.a);
+    prune_by_hand(by_hand, how, 0.5, surgeon::default_damping(how).a);
     CHECK(sequential.w_a == by_hand.w_a);
     CHECK(sequential.w_b == by_hand.w_b);
     // All at once, b's inputs come from the dense a: a differs not, b does.
@@ -974,8 +975,9 @@ TEST_CASE("sequential LLM Surgeon: the one-pass mask, each group updated with it
   surgeon::cpu::context ctx;
   std::vector<float> w_b = dense.w_b;
   const surgeon::host_matrix_view<float> weights(w_b.data(), 8, 12);
-  const auto curvature = surgeon::cpu::factorize<float>(ctx, g.view(), a.view(), options.damp,
-                                                        surgeon::host_matrix_view<const float>(weights));
+  const auto curvature =
+      surgeon::cpu::factorize<float>(ctx, g.view(), a.view(), surgeon::default_damping(options.how),
+                                     surgeon::host_matrix_view<const float>(weights));
   surgeon::cpu::obs_update_full(ctx, curvature, weights, b_mask, options.pcg);
   b_mask.apply(weights);
   double largest = 0.0;

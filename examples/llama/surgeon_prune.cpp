@@ -73,7 +73,8 @@ constexpr const char* usage_text =
     "         [--density D]        fraction of the pruned matrices' weights kept (0.5)\n"
     "         [--shots auto|T] (auto: 1, rows-cols 8)  [--nsamples N] (128)  [--seqlen L] (min(2048, "
     "context))\n"
-    "         [--seed S] (0)  [--damp-g X] (0.1)  [--damp-a X] (0.01)\n"
+    "         [--seed S] (0)  [--damp-g X] [--damp-a X]  (llm-surgeon: 1 and 0.1; others 0.1 and 0.01;\n"
+    "                       sparsegpt uses --damp-a alone)\n"
     "         [--update whole-mask|chunked|none] (whole-mask)  llm-surgeon's update of element masks: the\n"
     "                       exact OBS solve of each matrix's whole mask, the paper's chunks, or none (an\n"
     "                       ablation; --whole-mask and --no-update are aliases)\n"
@@ -349,7 +350,8 @@ struct options {
   double density = 0.5;
   long long shots = 0, nsamples = 128, seqlen = 0, eval_windows = 32, max_correlate = 2000, group_size = 0;
   unsigned long long seed = 0;
-  double damp_g = 0.1, damp_a = 0.01;
+  std::optional<double> damp_g_flag, damp_a_flag;  ///< --damp-g, --damp-a as given
+  double damp_g = 0.0, damp_a = 0.0;               ///< resolved: the flags, else surgeon::default_damping
   surgeon::pcg_options pcg{};
   surgeon::update_kind update = surgeon::update_kind::whole_mask;
   std::string update_name = "whole-mask";
@@ -452,9 +454,9 @@ options parse_flags(int argc, char** argv) {
     else if (flag == "--seed")
       o.seed = static_cast<unsigned long long>(parse_integer(flag, value, 0));
     else if (flag == "--damp-g")
-      o.damp_g = parse_real(flag, value);
+      o.damp_g_flag = parse_real(flag, value);
     else if (flag == "--damp-a")
-      o.damp_a = parse_real(flag, value);
+      o.damp_a_flag = parse_real(flag, value);
     else if (flag == "--max-correlate")
       o.max_correlate = parse_integer(flag, value, 1);
     else if (flag == "--pcg-tol")
@@ -502,6 +504,8 @@ options parse_flags(int argc, char** argv) {
     usage("--model, --calib, --eval and --out are required");
   if (!(o.density > 0.0 && o.density <= 1.0))
     usage(fmt::format("--density must be in (0, 1], got {}", o.density));
+  o.damp_g = o.damp_g_flag.value_or(surgeon::default_damping(o.how).g);
+  o.damp_a = o.damp_a_flag.value_or(surgeon::default_damping(o.how).a);
   if (!(o.damp_g > 0.0) || !(o.damp_a > 0.0)) usage("--damp-g and --damp-a must be positive");
   if (o.shots > 10000) usage("--shots is too large");
   if (o.costs_on_host && o.cuda_device < 0) usage("--costs-on-host needs --device cuda");
@@ -641,8 +645,9 @@ int main(int argc, char** argv) {
     po.sparsity = 1.0 - o.density;
     if (po.sparsity < 1e-15) po.sparsity = 0.0;
     po.shots = o.shots > 0 ? static_cast<int>(o.shots) : surgeon::default_shots(o.shape.what);
-    po.damp.g = o.damp_g;
-    po.damp.a = o.damp_a;
+    po.damp = surgeon::default_damping(po.how);
+    po.damp->g = o.damp_g;
+    po.damp->a = o.damp_a;
     po.budget.max = static_cast<index_t>(o.max_correlate);
     po.pcg = o.pcg;
     po.update = o.update;

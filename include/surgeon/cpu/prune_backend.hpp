@@ -145,7 +145,7 @@ class prune_backend {
   void sparsegpt(const store& s, const std::string& a_key, host_matrix_view<float> w, const prune_options& o,
                  double target_sparsity) {
     const host_matrix<double> h = s.bank_.at(a_key).mean();
-    const sparsegpt_options options{128, o.damp.a};
+    const sparsegpt_options options{128, o.damp.value_or(default_damping(o.how)).a};
     if (o.what == structure::n_m) {
       cpu::sparsegpt_prune(ctx_, h.view(), w, o.pattern, options);
     } else {

@@ -212,7 +212,7 @@ class prune_backend {
                  double target_sparsity) {
     const device_buffer<double> h = s.factors_.at(a_key).mean(*ctx_);
     device_buffer<float> weights = upload(w);
-    const sparsegpt_options options{128, o.damp.a};
+    const sparsegpt_options options{128, o.damp.value_or(default_damping(o.how)).a};
     const device_matrix_view<const double> hv = h.view(w.cols(), w.cols());
     if (o.what == structure::n_m) {
       cuda::sparsegpt_prune(*ctx_, hv, weights.view(w.rows(), w.cols()), o.pattern, options);

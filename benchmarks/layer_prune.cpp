@@ -4,10 +4,11 @@
 // implementations can be timed on the same file.
 //
 //   layer-prune --factors FILE.safetensors --layer blk.5.ffn_up [--density 0.5] [--structure S]
-//               [--damp-g 0.1] [--damp-a 0.01] [--methods LIST] [--repeat 3] [--pcg-tol 0.03]
+//               [--damp-g 1] [--damp-a 0.1] [--sparsegpt-damp 0.01] [--methods LIST] [--repeat 3]
+//               [--pcg-tol 0.03]
 //
 // S: unstructured or N:M (2:4). LIST, comma-separated, of:
-//   sparsegpt    SparseGPT on H = A (its own per-layer mask, λ = damp-a), float weights
+//   sparsegpt    SparseGPT on H = A (its own per-layer mask, λ = --sparsegpt-damp), float weights
 //   mask-only    LLM Surgeon's mask (costs at the given damping, this layer's threshold), no update
 //   chunked      LLM Surgeon's mask, the chunked update (max-correlate 2000; the paper's)
 //   whole-mask   LLM Surgeon's mask, the whole-mask PCG update; the library's defaults
@@ -42,7 +43,7 @@ using matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowM
 [[noreturn]] void usage(const std::string& problem) {
   fmt::print(stderr,
              "layer-prune: {}\nusage: layer-prune --factors FILE --layer NAME [--density D] [--structure S] "
-             "[--damp-g X] [--damp-a X] [--methods LIST] [--repeat K] [--pcg-tol X]\n",
+             "[--damp-g X] [--damp-a X] [--sparsegpt-damp X] [--methods LIST] [--repeat K] [--pcg-tol X]\n",
              problem);
   std::exit(2);
 }
@@ -80,7 +81,10 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 int main(int argc, char** argv) {
   std::string factors_path, name, structure = "unstructured",
                                   methods = "sparsegpt,mask-only,chunked,whole-mask";
-  double density = 0.5, damp_g = 0.1, damp_a = 0.01;
+  // The driver's defaults: LLM Surgeon's damping and SparseGPT's own.
+  double density = 0.5, damp_g = surgeon::default_damping(surgeon::method::llm_surgeon).g,
+         damp_a = surgeon::default_damping(surgeon::method::llm_surgeon).a,
+         sparsegpt_damp = surgeon::default_damping(surgeon::method::sparsegpt).a;
   surgeon::pcg_options pcg;  // the library's defaults
   long repeat = 3;
   for (int i = 1; i < argc; i += 2) {
@@ -99,6 +103,8 @@ int main(int argc, char** argv) {
       damp_g = parse_real(flag, value);
     else if (flag == "--damp-a")
       damp_a = parse_real(flag, value);
+    else if (flag == "--sparsegpt-damp")
+      sparsegpt_damp = parse_real(flag, value);
     else if (flag == "--pcg-tol")
       pcg.tolerance = parse_real(flag, value);
     else if (flag == "--pcg-iterations")
@@ -165,8 +171,9 @@ int main(int argc, char** argv) {
       return n_m ? surgeon::select_nm({costs.view()}, pattern, 1.0 - density).masks.front()
                  : surgeon::select_unstructured({costs.view()}, 1.0 - density).masks.front();
     };
-    fmt::print("layer={} shape=[{}, {}] density={} structure={} damp_g={} damp_a={} file={}\n", name, l.rows,
-               l.cols, density, structure, damp_g, damp_a, factors_path);
+    fmt::print(
+        "layer={} shape=[{}, {}] density={} structure={} damp_g={} damp_a={} sparsegpt_damp={} file={}\n",
+        name, l.rows, l.cols, density, structure, damp_g, damp_a, sparsegpt_damp, factors_path);
 
     std::stringstream list(methods);
     for (std::string method; std::getline(list, method, ',');) {
@@ -180,7 +187,7 @@ int main(int argc, char** argv) {
         const auto layer_start = std::chrono::steady_clock::now();
         double update_seconds = 0.0;
         if (method == "sparsegpt") {
-          const surgeon::cpu::sparsegpt_options options{128, damp_a};
+          const surgeon::cpu::sparsegpt_options options{128, sparsegpt_damp};
           if (n_m) {
             surgeon::cpu::sparsegpt_prune(cpu, a_view, view, pattern, options);
           } else {

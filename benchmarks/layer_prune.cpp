@@ -5,7 +5,7 @@
 //
 //   layer-prune --factors FILE.safetensors --layer blk.5.ffn_up [--density 0.5] [--structure S]
 //               [--damp-g 1] [--damp-a 0.1] [--sparsegpt-damp 0.01] [--methods LIST] [--repeat 3]
-//               [--pcg-tol 0.03]
+//               [--pcg-tol 0.03] [--heldout FILE]
 //
 // S: unstructured or N:M (2:4). LIST, comma-separated, of:
 //   sparsegpt    SparseGPT on H = A (its own per-layer mask, λ = --sparsegpt-damp), float weights
@@ -20,6 +20,11 @@
 //   loss_damped = ½ tr(Δᵀ Ĝ Δ Â) at the given damping (what the LLM Surgeon updates minimise),
 //   loss_kfac   = ½ tr(Δᵀ G Δ A), the undamped K-FAC estimate of the loss increase,
 //   loss_a      = ½ tr(Δ A Δᵀ), SparseGPT's objective (the layer's output error, G = I).
+// With --heldout FILE (factors of the same layer from other text or other windows, written by
+// `llama-factors`; may be repeated), also the losses the change leaves on data the update never
+// saw, for the k-th file (from 1):
+//   heldout<k>_kfac = ½ tr(Δᵀ G' Δ A'), heldout<k>_a = ½ tr(Δ A' Δᵀ)  (A', G' from that file),
+// the layer-level proxy of the perplexity on unseen text that damping is chosen for.
 #include <surgeon/surgeon.hpp>
 
 #include <fmt/format.h>
@@ -33,6 +38,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -43,7 +49,8 @@ using matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowM
 [[noreturn]] void usage(const std::string& problem) {
   fmt::print(stderr,
              "layer-prune: {}\nusage: layer-prune --factors FILE --layer NAME [--density D] [--structure S] "
-             "[--damp-g X] [--damp-a X] [--sparsegpt-damp X] [--methods LIST] [--repeat K] [--pcg-tol X]\n",
+             "[--damp-g X] [--damp-a X] [--sparsegpt-damp X] [--methods LIST] [--repeat K] [--pcg-tol X] "
+             "[--heldout FILE]\n",
              problem);
   std::exit(2);
 }
@@ -85,6 +92,7 @@ int main(int argc, char** argv) {
   double density = 0.5, damp_g = surgeon::default_damping(surgeon::method::llm_surgeon).g,
          damp_a = surgeon::default_damping(surgeon::method::llm_surgeon).a,
          sparsegpt_damp = surgeon::default_damping(surgeon::method::sparsegpt).a;
+  std::vector<std::string> heldout_paths;
   surgeon::pcg_options pcg;  // the library's defaults
   long repeat = 3;
   for (int i = 1; i < argc; i += 2) {
@@ -93,6 +101,8 @@ int main(int argc, char** argv) {
     const std::string value = argv[i + 1];
     if (flag == "--factors")
       factors_path = value;
+    else if (flag == "--heldout")
+      heldout_paths.push_back(value);
     else if (flag == "--layer")
       name = value;
     else if (flag == "--density")
@@ -142,6 +152,12 @@ int main(int argc, char** argv) {
     l.w = file.read<float>(name + ".weight");
     l.a = read_matrix(file, name + ".a", l.cols, l.cols);
     l.g = read_matrix(file, name + ".g", l.rows, l.rows);
+    std::vector<std::pair<matrix, matrix>> heldout;  // (A', G') per --heldout file
+    for (const std::string& path : heldout_paths) {
+      const auto file_heldout = surgeon::io::safetensors_reader::open(path);
+      heldout.emplace_back(read_matrix(file_heldout, name + ".a", l.cols, l.cols),
+                           read_matrix(file_heldout, name + ".g", l.rows, l.rows));
+    }
     const surgeon::host_matrix_view<const double> a_view(l.a.data(), l.cols, l.cols);
     const surgeon::host_matrix_view<const double> g_view(l.g.data(), l.rows, l.rows);
     const surgeon::host_matrix_view<const float> w_view(l.w.data(), l.rows, l.cols);
@@ -162,9 +178,15 @@ int main(int argc, char** argv) {
                           static_cast<double>(l.w[static_cast<std::size_t>(k)]);
       const matrix da = delta * a_hat;
       const matrix da_raw = delta * l.a;
-      return std::array<double, 3>{0.5 * (g_hat * delta).cwiseProduct(da).sum(),
-                                   0.5 * (l.g * delta).cwiseProduct(da_raw).sum(),
-                                   0.5 * delta.cwiseProduct(da_raw).sum()};
+      std::vector<double> result{0.5 * (g_hat * delta).cwiseProduct(da).sum(),
+                                 0.5 * (l.g * delta).cwiseProduct(da_raw).sum(),
+                                 0.5 * delta.cwiseProduct(da_raw).sum()};
+      for (const auto& [a_heldout, g_heldout] : heldout) {
+        const matrix da_heldout = delta * a_heldout;
+        result.push_back(0.5 * (g_heldout * delta).cwiseProduct(da_heldout).sum());
+        result.push_back(0.5 * delta.cwiseProduct(da_heldout).sum());
+      }
+      return result;
     };
     const auto llm_surgeon_mask = [&](const surgeon::cpu::kronecker_curvature& curvature) {
       const auto costs = surgeon::cpu::element_costs(cpu, surgeon::method::llm_surgeon, curvature, w_view);
@@ -214,15 +236,19 @@ int main(int argc, char** argv) {
         best_update = std::min(best_update, update_seconds);
         result = std::move(w);
       }
-      const auto loss = losses(result);
+      const std::vector<double> loss = losses(result);
+      std::string heldout_losses;
+      for (std::size_t k = 0; k < heldout.size(); ++k)
+        heldout_losses += fmt::format(" heldout{}_kfac={:.6e} heldout{}_a={:.6e}", k + 1, loss[3 + 2 * k],
+                                      k + 1, loss[4 + 2 * k]);
       index_t zeros = 0;
       for (const float v : result) zeros += v == 0.0f ? 1 : 0;
       fmt::print(
           "method={:<12} update_s={:.4f} layer_s={:.4f} loss_damped={:.6e} loss_kfac={:.6e} loss_a={:.6e} "
-          "density={:.4f} iterations={} chunks={} solver_loss={:.6e} residual={:.2e}\n",
+          "density={:.4f} iterations={} chunks={} solver_loss={:.6e} residual={:.2e}{}\n",
           method, best_update, best_layer, loss[0], loss[1], loss[2],
           1.0 - static_cast<double>(zeros) / static_cast<double>(result.size()), report.iterations,
-          report.chunks, report.loss, report.relative_residual);
+          report.chunks, report.loss, report.relative_residual, heldout_losses);
     }
   } catch (const surgeon::error& e) {
     fmt::print(stderr, "layer-prune: {}\n", e.what());

@@ -993,14 +993,14 @@ TEST_CASE("sequential LLM Surgeon: the one-pass mask, each group updated with it
   CHECK(difference > 1e-3);
 }
 
-TEST_CASE("recommended_sequential: the layer-local methods and LLM Surgeon's N:M masks",
+TEST_CASE("recommended_sequential: the layer-local methods and LLM Surgeon's element masks",
           "[prune][sequential]") {
   using surgeon::method;
   using surgeon::structure;
   CHECK(surgeon::recommended_sequential(method::sparsegpt, structure::unstructured));
   CHECK(surgeon::recommended_sequential(method::wanda, structure::n_m));
   CHECK(surgeon::recommended_sequential(method::llm_surgeon, structure::n_m));
-  CHECK_FALSE(surgeon::recommended_sequential(method::llm_surgeon, structure::unstructured));
+  CHECK(surgeon::recommended_sequential(method::llm_surgeon, structure::unstructured));
   CHECK_FALSE(surgeon::recommended_sequential(method::llm_surgeon, structure::rows_columns));
   CHECK_FALSE(surgeon::recommended_sequential(method::kobd, structure::n_m));
   CHECK_FALSE(surgeon::recommended_sequential(method::magnitude, structure::unstructured));

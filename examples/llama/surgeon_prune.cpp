@@ -95,7 +95,7 @@ constexpr const char* usage_text =
     "                       from one pass of the dense model; llm-surgeon (unstructured, N:M): costs and\n"
     "                       mask from one pass, then each group updated with its input's A re-measured on\n"
     "                       the model with the earlier groups pruned. Default: sequential for sparsegpt,\n"
-    "                       wanda and llm-surgeon N:M unless --group-size is given\n"
+    "                       wanda and llm-surgeon's element masks unless --group-size is given\n"
     "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n"
     "         [--costs-on-host]  cuda: element costs in host memory, threshold on the host\n";
 

@@ -183,16 +183,20 @@ def case_density(args):
     magnitude = runs["density_magnitude_2_4"]["calibration"]
     if not (lobd["passes"] == 2 and lobd["forward_batches"] > 0 and lobd["backward_batches"] == 0):
         fail(f"lobd calibrated with {lobd}, expected forward passes only")
-    if not (surgeon["passes"] > 0 and surgeon["forward_batches"] == 0 and surgeon["backward_batches"] > 0):
-        fail(f"llm-surgeon calibrated with {surgeon}, expected backward passes")
+    # LLM Surgeon (sequential by default): per shot one backward pass for the costs and the mask,
+    # then a forward pass per group (4 per block) resuming from the kept residual stream.
+    if not (surgeon["passes"] == 2 * (1 + 4 * 5) and surgeon["backward_batches"] > 0
+            and surgeon["forward_batches"] > 0 and surgeon["resumed_batches"] > 0):
+        fail(f"llm-surgeon calibrated with {surgeon}, expected a backward pass and 20 resumed forward passes "
+             "per shot")
     if magnitude["passes"] != 0:
         fail(f"magnitude calibrated with {magnitude}, expected nothing")
     print(f"  calibration: lobd {lobd}, llm-surgeon {surgeon}")
     # Sequential calibration by default where it measured better (surgeon::recommended_sequential):
-    # LLM Surgeon's N:M masks, not its unstructured ones.
-    if runs["density_2_4"]["sequential"] is not True or runs["density_unstructured"]["sequential"] is not False:
-        fail(f"llm-surgeon sequential defaults: 2:4 {runs['density_2_4']['sequential']}, unstructured "
-             f"{runs['density_unstructured']['sequential']}; expected true, false")
+    # LLM Surgeon's element masks (N:M and unstructured), not its rows and columns.
+    defaults = {name: runs[name]["sequential"] for name in ("density_2_4", "density_unstructured", "density_rows_cols")}
+    if defaults != {"density_2_4": True, "density_unstructured": True, "density_rows_cols": False}:
+        fail(f"llm-surgeon sequential defaults: {defaults}; expected 2:4 and unstructured true, rows-cols false")
     # Shot timings: the phases add up to each shot's seconds; the calibration phase holds the passes
     # that ran, the evaluation phase the perplexity of the last shot (the only one evaluated).
     for name, result in runs.items():
@@ -228,10 +232,10 @@ def case_density(args):
     print(f"  sequential sparsegpt: {work}")
     phases = runs["density_unstructured"]["per_shot"][0]["timings"]
     print("  llm-surgeon shot 1 phases: " + ", ".join(f"{k} {v:.3f} s" for k, v in phases.items()))
-    # A working-memory budget below the all-at-once estimate (20 MB here) makes the driver group
-    # the matrices; the result is still exact in count and read back.
+    # A working-memory budget below the all-at-once estimate (20 MB here) makes the one-pass driver
+    # group the matrices; the result is still exact in count and read back.
     _, budgeted = full_run(args, "density_budget", ["--method", "llm-surgeon", "--density", "0.6", "--shots", "1",
-                                                    "--memory-budget", "0.005"])
+                                                    "--memory-budget", "0.005", "--one-pass"])
     if not 0 < budgeted["group_size"] < 35:
         fail(f"--memory-budget 0.005: group_size {budgeted['group_size']}, expected groups of fewer than 35")
     print(f"  5 MB budget: groups of {budgeted['group_size']} matrices")
@@ -249,7 +253,8 @@ def case_determinism(args):
     print("  same seed: identical files; seed 8 " +
           ("differs" if not filecmp.cmp(first, third, shallow=False) else "is identical (!)"))
     # The default (--update-threads auto: as many matrices updated at once as hardware threads)
-    # against one at a time: the same pruned weights up to the BLAS's threading rounding.
+    # against one at a time: the same pruned weights up to the BLAS's threading rounding, which the
+    # sequential default carries into the later groups' re-measured inputs (hence 1e-5, not 1e-6).
     serial, r3 = run_prune(args, "seed7_one_at_a_time", extra + ["--update-threads", "1"])
     if r3["update_threads"] != 1 or r1["update_threads"] < 1:
         fail(f"update_threads: {r1['update_threads']} by default, {r3['update_threads']} with --update-threads 1")
@@ -257,7 +262,7 @@ def case_determinism(args):
         fail(f"one at a time pruned {r3['pruned_weights']} weights, {r1['update_threads']} at once "
              f"{r1['pruned_weights']}")
     difference = abs(r3["ppl_pruned"] - r1["ppl_pruned"]) / r1["ppl_pruned"]
-    if difference > 1e-6:
+    if difference > 1e-5:
         fail(f"--update-threads 1: perplexity {r3['ppl_pruned']} against {r1['ppl_pruned']} with "
              f"{r1['update_threads']} at once")
     print(f"  {r1['update_threads']} matrices at once vs one at a time: perplexity within {difference:.1e}, file " +

@@ -202,6 +202,9 @@ class runtime {
                     batch, seq);
     SURGEON_EXPECTS(static_cast<index_t>(tokens.size()) == batch * seq,
                     "llama::runtime: {} tokens for a [{}, {}] batch", tokens.size(), batch, seq);
+    SURGEON_EXPECTS(model_->cfg.max_seq_len <= 0 || seq <= model_->cfg.max_seq_len,
+                    "llama::runtime: sequences of {} tokens exceed the model's context of {}", seq,
+                    model_->cfg.max_seq_len);
     for (const std::int32_t t : tokens) {
       SURGEON_EXPECTS(t >= 0 && t < model_->cfg.vocab_size,
                       "llama::runtime: token id {} outside the vocabulary of {}", t, model_->cfg.vocab_size);

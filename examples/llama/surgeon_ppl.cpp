@@ -3,9 +3,12 @@
 //   surgeon-ppl --model PATH (.gguf | llama2.c .bin) --text FILE --seqlen T [--max-windows K]
 //               [--batch B] [--tokenizer PATH]
 //
-// The last line of the output is `ppl=<value>` at full precision.
+// The last line of the output is `ppl=<value>` at full precision. Exit status: 0 done; 2 bad flags,
+// an unreadable input, --seqlen beyond the model's context or a text shorter than one window; 1 an
+// error while running (out of memory included), with a one-line message on stderr.
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -16,6 +19,7 @@
 #include "llama/load.hpp"
 #include "llama/perplexity.hpp"
 #include "llama/runtime.hpp"
+#include "llama/tool_checks.hpp"
 
 namespace {
 
@@ -29,8 +33,9 @@ namespace {
 
 long long parse_positive(const std::string& flag, const std::string& text) {
   char* end = nullptr;
+  errno = 0;
   const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || value <= 0)
+  if (text.empty() || *end != '\0' || errno != 0 || value <= 0)
     usage(flag + " needs a positive integer, got '" + text + "'");
   return value;
 }
@@ -62,14 +67,20 @@ int main(int argc, char** argv) {
   }
   if (model_path.empty() || text_path.empty() || seqlen == 0)
     usage("--model, --text and --seqlen are required");
-  try {
+  namespace tool = surgeon::llama::tool;
+  return tool::run_guarded("surgeon-ppl", [&] {
     const auto start = std::chrono::steady_clock::now();
+    tool::check_readable("--model", model_path);
+    tool::check_readable("--text", text_path);
+    if (!tokenizer_path.empty()) tool::check_readable("--tokenizer", tokenizer_path);
     const surgeon::llama::loaded_model loaded = surgeon::llama::load_model(model_path, tokenizer_path);
+    const auto& cfg = loaded.weights.cfg;
+    tool::check_context(static_cast<surgeon::index_t>(seqlen), cfg);
     std::ifstream in(text_path, std::ios::binary);
-    if (!in) usage("cannot read " + text_path);
+    if (!in) throw tool::bad_input("--text " + text_path + ": cannot read");
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const std::vector<std::int32_t> ids = loaded.vocab->encode(text);
-    const auto& cfg = loaded.weights.cfg;
+    tool::check_text_length("--text", text_path, ids.size(), static_cast<surgeon::index_t>(seqlen));
     fmt::print("model={} layers={} dim={} vocab={} text={} bytes={} tokens={}\n", model_path, cfg.n_layers,
                cfg.dim, cfg.vocab_size, text_path, text.size(), ids.size());
     surgeon::llama::runtime runtime(loaded.weights);
@@ -85,9 +96,6 @@ int main(int argc, char** argv) {
     fmt::print("windows={} seqlen={} mean_loss={:.6f} seconds={:.2f}\n", result.windows, seqlen,
                result.mean_loss, seconds);
     fmt::print("ppl={:.17g}\n", result.ppl);
-  } catch (const surgeon::error& e) {
-    fmt::print(stderr, "surgeon-ppl: {}\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -14,8 +14,10 @@
 // the model's forward/backward passes (calibration) and the perplexity stay on the CPU runtime.
 // The CUDA part is cuda_prune.cu, built when CMake finds the CUDA toolkit.
 //
-// Exit status: 0 done, 1 a surgeon::error (message on stderr), 2 bad flags or an output path that
-// would overwrite the input.
+// Exit status: 0 done; 2 bad flags, an output path that would overwrite the input or cannot be
+// written, an input that cannot be read, --seqlen beyond the model's context or a text shorter
+// than one window (all checked before the work starts); 1 any error during the run (a
+// surgeon::error, out of memory), with a one-line message on stderr.
 // GCC 12 reports a false -Wstringop-overflow inside std::copy when gguf_writer::write's emit() is
 // inlined here (the tensor bytes are a std::vector sized before the copy); silenced for this file.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -57,6 +59,7 @@
 #include "llama/perplexity.hpp"
 #include "llama/prune_adapter.hpp"
 #include "llama/runtime.hpp"
+#include "llama/tool_checks.hpp"
 
 namespace {
 
@@ -597,8 +600,16 @@ std::string phases_line(const surgeon::shot_timings& t) {
 
 int main(int argc, char** argv) {
   const options o = parse_flags(argc, argv);
-  try {
+  return llama::tool::run_guarded("surgeon-prune", [&] {
     const auto start = std::chrono::steady_clock::now();
+    // Everything that can be checked before the work starts: a bad path or length costs seconds,
+    // not a whole pruning run.
+    llama::tool::check_readable("--model", o.model_path);
+    if (!o.tokenizer_path.empty()) llama::tool::check_readable("--tokenizer", o.tokenizer_path);
+    llama::tool::check_readable("--calib", o.calib_path);
+    for (const std::string& path : o.eval_paths) llama::tool::check_readable("--eval", path);
+    llama::tool::check_writable("--out", o.out_path);
+    if (!o.report_path.empty()) llama::tool::check_writable("--report", o.report_path);
 #if defined(SURGEON_PRUNE_WITH_CUDA)
     // Fail before the model is loaded and evaluated when the device is missing.
     if (o.cuda_device >= 0)
@@ -608,11 +619,14 @@ int main(int argc, char** argv) {
     llama::model& m = loaded.weights;
     const index_t seqlen = o.seqlen > 0 ? static_cast<index_t>(o.seqlen)
                                         : std::min<index_t>(2048, std::max<index_t>(2, m.cfg.max_seq_len));
+    llama::tool::check_context(seqlen, m.cfg);
     const std::vector<std::int32_t> calib = loaded.vocab->encode(read_text(o.calib_path));
+    llama::tool::check_text_length("--calib", o.calib_path, calib.size(), seqlen);
     std::vector<std::vector<std::int32_t>> evals;
     std::string eval_tokens;
     for (const std::string& path : o.eval_paths) {
       evals.push_back(loaded.vocab->encode(read_text(path)));
+      llama::tool::check_text_length("--eval", path, evals.back().size(), seqlen);
       eval_tokens += (eval_tokens.empty() ? "" : ",") + std::to_string(evals.back().size());
     }
     fmt::print("model={} layers={} dim={} hidden={} vocab={} calib_tokens={} eval_tokens={}\n", o.model_path,
@@ -831,9 +845,6 @@ int main(int argc, char** argv) {
       fmt::print("text={} ppl_dense={:.17g} ppl_pruned={:.17g}\n", o.eval_paths[k], dense_results[k].ppl,
                  pruned_results[k].ppl);
     }
-  } catch (const surgeon::error& e) {
-    fmt::print(stderr, "surgeon-prune: {}\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

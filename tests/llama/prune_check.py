@@ -9,7 +9,8 @@ Cases:
                                      --memory-budget makes the driver group the matrices; L-OBD
                                      calibrates by forward passes only, LLM Surgeon by backward
   determinism                        two runs with one seed write byte-identical files
-  refuse                             --out equal to the input is refused (exit 2); bad flags exit 2
+  refuse                             --out equal to the input is refused (exit 2); bad flags exit 2;
+                                     bad paths and lengths exit 2 before the work starts
   cuda                               --device cuda against --device cpu, every method and structure
                                      (needs a CUDA build; skipped (77) without a visible device,
                                      after checking that --device cuda then fails with a message)
@@ -380,6 +381,33 @@ def case_refuse(args):
         if p.returncode != 1 or "surgeon-prune:" not in p.stdout:
             fail(f"{flags}: exit {p.returncode}, expected 1 with a message")
     print("  surgeon::error exits 1 with its message")
+    # Bad input found before the work starts: exit 2 with a one-line reason, no perplexity computed,
+    # never an abort (stories260K's context is 512 tokens; --seqlen 100000 once died of bad_alloc).
+    tiny = os.path.join(args.work, "tiny.txt")
+    with open(tiny, "w") as f:
+        f.write("Once upon a time.\n")
+    missing = os.path.join(args.work, "no_such_dir", "out.bin")
+    cases = [(["--seqlen", "600"], "context of 512"), (["--seqlen", "100000"], "context of 512"),
+             (["--out", missing], "does not exist"), (["--report", missing + ".json"], "does not exist"),
+             (["--out", args.work], "is a directory"), (["--calib", tiny], "do not fill one window"),
+             (["--eval", tiny], "do not fill one window"),
+             (["--calib", os.path.join(args.work, "absent.txt")], "no such file")]
+    for flags, reason in cases:
+        cmd = base + ["--model", args.model, "--out", os.path.join(args.work, "bad.bin")] + flags
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = [line for line in p.stdout.splitlines() if line.startswith("surgeon-prune:")]
+        if p.returncode != 2 or reason not in p.stdout or "ppl_dense" in p.stdout or len(lines) != 1:
+            fail(f"{flags}: exit {p.returncode}, expected 2 with '{reason}' before any perplexity: {p.stdout!r}")
+    if os.path.exists(os.path.dirname(missing)) or any(".probe." in n for n in os.listdir(args.work)):
+        fail("the output checks left something behind")
+    print(f"  {len(cases)} bad inputs exit 2 before the work starts, with the reason")
+    for flags, reason in [(["--seqlen", "600"], "context of 512"), (["--seqlen", "99999999999999999999"], "usage:"),
+                          (["--seqlen", "128", "--text", tiny], "do not fill one window")]:
+        cmd = [args.ppl, "--model", args.model, "--text", args.eval] + flags
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if p.returncode != 2 or reason not in p.stdout or "ppl=" in p.stdout:
+            fail(f"surgeon-ppl {flags}: exit {p.returncode}, expected 2 with '{reason}': {p.stdout!r}")
+    print("  surgeon-ppl: --seqlen beyond the context, an overflowing number and a short text exit 2")
 
 
 def main():

@@ -12,7 +12,7 @@
 # unstructured run alone is ~6 minutes): 8 x 256 calibration tokens, 8 windows of 256, one shot;
 # unstructured at 0.8/0.7/0.6/0.5 and 2:4 with every method, rows-cols at 0.9/0.8/0.7 with
 # magnitude, L-OBD, K-OBD and LLM Surgeon. Wall time and peak memory are in the table.
-# Calibration on wikitext-2 valid.txt, evaluation on test.txt (SPEC.md §7); seed 0,
+# Calibration on wikitext-2 valid.txt, evaluation on test.txt (METHOD.md §8); seed 0,
 # λ_G = 0.1, λ_A = 0.01 (surgeon-prune's defaults).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -153,7 +153,7 @@ TEST_CASE("dead rows and columns are found and dropped", "[curvature]") {
   for (index_t i = 0; i < rows; ++i) g_diag.push_back(g(i, i));
   for (index_t j = 0; j < cols; ++j) a_diag.push_back(a(j, j));
 
-  SECTION("find_dead applies the rule of SPEC.md section 2") {
+  SECTION("find_dead applies the rule of METHOD.md §2") {
     const auto dead =
         surgeon::find_dead(surgeon::host_vector_view<const double>(g_diag.data(), rows),
                            surgeon::host_vector_view<const double>(a_diag.data(), cols), weights);

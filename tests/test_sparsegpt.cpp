@@ -49,7 +49,7 @@ host_matrix<double> random_weights(index_t rows, index_t cols, unsigned seed) {
   return w;
 }
 
-// H + λ·mean(diag H)·I, as SPEC.md §6 damps.
+// H + λ·mean(diag H)·I, as METHOD.md §6 damps.
 dense damped(const host_matrix<double>& h, double lambda) {
   dense result = to_dense(h.view());
   result.diagonal().array() += lambda * result.diagonal().mean();

@@ -28,7 +28,7 @@ class tokenizer {
   explicit tokenizer(byte_level_bpe t, bool add_bos) : impl_(std::move(t)), add_bos_(add_bos) {}
 
   /// @brief Token ids of `text`, with one BOS at the start when the model's tokenizer adds one
-  /// (llama2.c models always; GGUF models per `tokenizer.ggml.add_bos_token`) — SPEC.md §7.
+  /// (llama2.c models always; GGUF models per `tokenizer.ggml.add_bos_token`) — METHOD.md §8.
   std::vector<std::int32_t> encode(std::string_view text) const {
     return std::visit([&](const auto& t) { return t.encode(text, add_bos_, false); }, impl_);
   }

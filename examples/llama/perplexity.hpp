@@ -1,5 +1,5 @@
 /// @file perplexity.hpp
-/// @brief Perplexity exactly as SPEC.md §7 defines it, and a terminal progress bar.
+/// @brief Perplexity exactly as METHOD.md §8 defines it, and a terminal progress bar.
 #pragma once
 
 #include <surgeon/error.hpp>
@@ -57,7 +57,7 @@ struct perplexity_result {
   index_t tokens_total = 0;  ///< tokens of the whole text
 };
 
-/// @brief Perplexity of a tokenised text (SPEC.md §7): ⌊n/T⌋ windows of T consecutive tokens (the
+/// @brief Perplexity of a tokenised text (METHOD.md §8): ⌊n/T⌋ windows of T consecutive tokens (the
 /// remainder dropped; `max_windows > 0` keeps the first K), each window's loss the mean
 /// cross-entropy of its T−1 next-token predictions from an empty context, perplexity =
 /// exp(mean window loss). Windows are evaluated `batch` at a time.

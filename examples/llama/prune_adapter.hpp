@@ -1,7 +1,7 @@
 /// @file prune_adapter.hpp
 /// @brief The adapter of `surgeon::prune` (prune.hpp) for a Llama-family model: every linear layer
 /// of every block is prunable, calibration runs the CPU runtime's backward pass over seeded random
-/// windows of a calibration token stream (SPEC.md §7), evaluation is perplexity.
+/// windows of a calibration token stream (METHOD.md §8), evaluation is perplexity.
 #pragma once
 
 #include <surgeon/error.hpp>
@@ -47,7 +47,7 @@ enum class evaluate_when {
   never,       ///< never (every call returns NaN)
 };
 
-/// @brief How the adapter evaluates (SPEC.md §7 perplexity).
+/// @brief How the adapter evaluates (METHOD.md §8 perplexity).
 struct evaluation_options {
   index_t seqlen = 2048;     ///< window length T
   index_t max_windows = 32;  ///< first K windows (0 = all)
@@ -107,7 +107,7 @@ class prune_adapter {
                       std::vector<const std::vector<std::int32_t>*>{&evaluation_tokens},
                       std::move(calibration), std::move(evaluation)) {}
 
-  /// @brief The same over several evaluation texts: `evaluate` scores each of them (SPEC.md §7
+  /// @brief The same over several evaluation texts: `evaluate` scores each of them (METHOD.md §8
   /// asks for the calibration domain and at least one other) and returns the first one's
   /// perplexity; `last_perplexities` holds them all.
   /// @param evaluation_texts the tokenised evaluation texts, in order (at least one unless
@@ -241,7 +241,7 @@ class prune_adapter {
     }
   }
 
-  /// @brief Perplexity on the (first) evaluation text (SPEC.md §7) after a shot, or NaN for the
+  /// @brief Perplexity on the (first) evaluation text (METHOD.md §8) after a shot, or NaN for the
   /// shots `evaluation_options::when` skips; every evaluation text is scored
   /// (`last_perplexities`). The driver calls it once per shot, so the adapter counts the calls to
   /// know the shot.

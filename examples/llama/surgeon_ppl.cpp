@@ -1,4 +1,4 @@
-// surgeon-ppl: perplexity of a Llama-family model on a text file (SPEC.md §7).
+// surgeon-ppl: perplexity of a Llama-family model on a text file (METHOD.md §8).
 //
 //   surgeon-ppl --model PATH (.gguf | llama2.c .bin) --text FILE --seqlen T [--max-windows K]
 //               [--batch B] [--tokenizer PATH]

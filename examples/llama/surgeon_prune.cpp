@@ -1,5 +1,5 @@
-// surgeon-prune: prunes a Llama-family model with the multi-shot driver (SPEC.md §5), reports the
-// perplexity before and after (SPEC.md §7), and writes the pruned model and a JSON report.
+// surgeon-prune: prunes a Llama-family model with the multi-shot driver (METHOD.md §5), reports the
+// perplexity before and after (METHOD.md §8), and writes the pruned model and a JSON report.
 //
 //   surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT [--eval TEXT ...] --out PATH
 //                 [--method M] [--structure S] [--density D] [--shots auto|T] [--nsamples N]

@@ -1,5 +1,5 @@
 /// @file curvature.hpp
-/// @brief Damping parameters and dead-structure detection (SPEC.md §2), backend-neutral.
+/// @brief Damping parameters and dead-structure detection (METHOD.md §2), backend-neutral.
 ///
 /// The backends turn accumulated factors into damped factors with inverses and cached
 /// eigendecompositions: `cpu::factorize` (cpu/curvature.hpp), later `cuda::factorize`.
@@ -18,13 +18,13 @@ namespace surgeon {
 
 /// @brief How a damping value λ is turned into the diagonal shift added to a factor.
 enum class damping_mode {
-  relative,  ///< shift = λ · mean(diag F) (SPEC.md §2, the default)
+  relative,  ///< shift = λ · mean(diag F) (METHOD.md §2, the default)
   absolute,  ///< shift = λ
 };
 
 /// @brief Damping of the two Kronecker factors: `Ĝ = G + shift_G·I`, `Â = A + shift_A·I`.
 ///
-/// Defaults λ_G = λ_A = 0.01 (SPEC.md §2; the paper's unstructured and N:M runs use g = 0.1). When
+/// Defaults λ_G = λ_A = 0.01 (METHOD.md §2; the paper's unstructured and N:M runs use g = 0.1). When
 /// a Cholesky factorisation fails, λ is multiplied by `escalation` and the factorisation retried,
 /// at most `max_escalations` times; the λ actually used is reported.
 struct damping {
@@ -53,7 +53,7 @@ inline void validate(const damping& d) {
                   "damping: escalation must be > 1, got {}", d.escalation);
 }
 
-/// @brief Rows and columns of a layer that carry no information (SPEC.md §2).
+/// @brief Rows and columns of a layer that carry no information (METHOD.md §2).
 ///
 /// Row i is dead when `W̃[i,:] = 0` or `G_ii = 0`; column j when `W̃[:,j] = 0` or `A_jj = 0`. The
 /// live lists are the complements, ascending. Dead structure is counted as already removed (cost

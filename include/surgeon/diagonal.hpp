@@ -1,5 +1,5 @@
 /// @file diagonal.hpp
-/// @brief The diagonal methods (SPEC.md §3) without dense factors: `diagonal_accumulator`,
+/// @brief The diagonal methods (METHOD.md §3) without dense factors: `diagonal_accumulator`,
 /// `diagonal_curvature` and the costs of magnitude, Wanda, L-OBD and K-OBD from the factors'
 /// diagonals alone. Backend-neutral host code (no Eigen, usable from nvcc translation units).
 ///
@@ -95,7 +95,7 @@ class diagonal_accumulator {
 };
 
 /// @brief The diagonal curvature of one layer: the undamped diagonals of G (R entries) and A (C
-/// entries) over the whole layer, and its dead rows and columns (SPEC.md §2). An empty `g` or `a`
+/// entries) over the whole layer, and its dead rows and columns (METHOD.md §2). An empty `g` or `a`
 /// stands for the identity (a method that ignores that factor).
 struct diagonal_curvature {
   std::vector<double> g;  ///< diag G, length R, or empty (G = I)

@@ -1,5 +1,5 @@
 /// @file kfac.hpp
-/// @brief K-FAC factor accumulation (SPEC.md §1): exact running means of `x xᵀ` over token rows.
+/// @brief K-FAC factor accumulation (METHOD.md §1): exact running means of `x xᵀ` over token rows.
 ///
 /// One `factor_accumulator` builds one Kronecker factor: `A = (1/N) Σ_n ã_n ã_nᵀ` from a layer's
 /// inputs (`ã = [a; 1]` with bias augmentation) or `G = (1/N) Σ_n g_n g_nᵀ` from the gradients at
@@ -32,7 +32,7 @@ namespace surgeon {
 
 /// @brief How a `factor_accumulator` combines batches.
 struct accumulator_options {
-  /// Append a constant 1 to every row (bias augmentation, SPEC.md §1): the factor then has order
+  /// Append a constant 1 to every row (bias augmentation, METHOD.md §1): the factor then has order
   /// `dim + 1` and its last row/column holds the column sums and the count.
   bool bias = false;
   /// Unset: exact running mean over every token seen (the default, mergeable). Set to β in
@@ -322,7 +322,7 @@ class factor_accumulator {
 
 /// @brief Named K-FAC accumulators shared between layers.
 ///
-/// Layers that read the same input have the same A (SPEC.md §1): define one key per distinct
+/// Layers that read the same input have the same A (METHOD.md §1): define one key per distinct
 /// input ("blk.0.attn_in" for q/k/v, "blk.0.ffn_in" for gate/up), bind each layer to its key, and
 /// feed each input once. Every layer's G is its own key. Cost: the accumulators' storage only.
 template <typename T>

@@ -13,14 +13,14 @@
 
 namespace surgeon {
 
-/// @brief How a pruning score is computed (SPEC.md §3).
+/// @brief How a pruning score is computed (METHOD.md §3).
 enum class method {
   magnitude,    ///< W², no update
   wanda,        ///< |W_ij|·√A_jj, compared within each output row, no update
   lobd,         ///< L-OBD: ½ W² A_jj (G = I), no update
   kobd,         ///< K-OBD: ½ W² G_ii A_jj, no update
-  sparsegpt,    ///< SparseGPT (SPEC.md §6): row-wise OBS with G = I
-  llm_surgeon,  ///< Kronecker OBS costs and correlated OBS updates (SPEC.md §3–4)
+  sparsegpt,    ///< SparseGPT (METHOD.md §6): row-wise OBS with G = I
+  llm_surgeon,  ///< Kronecker OBS costs and correlated OBS updates (METHOD.md §3–4)
 };
 
 /// @brief What is removed together.

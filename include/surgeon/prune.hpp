@@ -1,5 +1,5 @@
 /// @file prune.hpp
-/// @brief The multi-shot pruning driver (SPEC.md §5) over a caller-provided model adapter, on the
+/// @brief The multi-shot pruning driver (METHOD.md §5) over a caller-provided model adapter, on the
 /// CPU backend: `surgeon::pruning_session<Adapter>` and `surgeon::prune`.
 ///
 /// The library never owns the model. The caller describes it through an *adapter*:

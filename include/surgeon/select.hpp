@@ -1,5 +1,5 @@
 /// @file select.hpp
-/// @brief Global mask selection from pruning costs (SPEC.md §5), backend-neutral.
+/// @brief Global mask selection from pruning costs (METHOD.md §5), backend-neutral.
 ///
 /// Every function here turns per-layer costs (host memory, any backend computed them) into one
 /// `surgeon::mask` per layer, bit set = pruned. The layers compete under one threshold τ unless the
@@ -15,7 +15,7 @@
 /// same costs always give the same masks.
 ///
 /// **Already-dead structure.** Weights, rows and columns that are already zero (pruned by an
-/// earlier shot, or dead by SPEC.md §2) have cost exactly 0 and are candidates like any other cost-0
+/// earlier shot, or dead by METHOD.md §2) have cost exactly 0 and are candidates like any other cost-0
 /// entry: they are taken first and count toward the removed total, so a target sparsity is the
 /// total sparsity of the layers, old zeros included (the multi-shot schedule asks for `t·s/T`).
 #pragma once
@@ -172,7 +172,7 @@ inline double block_cost(const double* costs, index_t n, std::vector<index_t>& o
 
 }  // namespace detail
 
-/// @brief N:M block costs of one layer (SPEC.md §3): the sum of the N smallest element costs in
+/// @brief N:M block costs of one layer (METHOD.md §3): the sum of the N smallest element costs in
 /// each block of M consecutive columns of a row.
 /// @param element_costs `[R, C]`, host, any `ld`.
 /// @returns `[R, C/M]`: entry (i, b) covers columns `[b·M, (b+1)·M)` of row i.
@@ -192,7 +192,7 @@ inline host_matrix<double> block_costs(host_matrix_view<const double> element_co
   return result;
 }
 
-/// @brief Unstructured selection under one global threshold (SPEC.md §5).
+/// @brief Unstructured selection under one global threshold (METHOD.md §5).
 ///
 /// Prunes exactly k = ⌊s·P⌋ elements (P = Σ R_m·C_m) with the smallest costs over all layers, ties
 /// broken by layer, then row-major flat index; `threshold` is the k-th smallest cost τ, so every
@@ -295,7 +295,7 @@ inline selection select_per_row(const std::vector<host_matrix_view<const double>
   return result;
 }
 
-/// @brief Global N:M selection (SPEC.md §5): prunes the ⌊(M/N)·s·B⌋ lowest-cost blocks over all
+/// @brief Global N:M selection (METHOD.md §5): prunes the ⌊(M/N)·s·B⌋ lowest-cost blocks over all
 /// layers (B = Σ R_m·C_m/M blocks; block cost = sum of its N smallest element costs, see
 /// `block_costs`), and in each pruned block exactly its N lowest-cost elements (ties by column).
 /// s = N/M prunes every block. Block ties are broken by layer, then row-major block index.
@@ -352,7 +352,7 @@ inline selection select_nm(const std::vector<host_matrix_view<const double>>& el
   return result;
 }
 
-/// @brief Global row-and-column selection (SPEC.md §5).
+/// @brief Global row-and-column selection (METHOD.md §5).
 ///
 /// Every row and column of every layer is a candidate with its cost. Walking all candidates in
 /// ascending cost (ties: layer, then rows before columns, then index), taking row i of layer m

@@ -1,5 +1,5 @@
 /// @file update.hpp
-/// @brief Backend-neutral options and reports of the OBS weight updates (SPEC.md §4), shared by
+/// @brief Backend-neutral options and reports of the OBS weight updates (METHOD.md §4), shared by
 /// `cpu/update.hpp` and `cuda/update.hpp` (which also name them `cpu::correlate`, ...).
 #pragma once
 

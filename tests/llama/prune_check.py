@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end checks of surgeon-prune on stories260K (SPEC.md §5, §7), run by ctest.
+"""End-to-end checks of surgeon-prune on stories260K (METHOD.md §5, §7), run by ctest.
 
     prune_check.py CASE --prune BIN --ppl BIN --shared DIR --work DIR
 

@@ -1,4 +1,4 @@
-// Perplexity per SPEC.md section 7 on stories260K: windowing, the remainder, --max-windows, and
+// Perplexity per METHOD.md §8 on stories260K: windowing, the remainder, --max-windows, and
 // agreement with the per-window losses of the runtime.
 #include <surgeon/io/llama2c.hpp>
 

@@ -1,7 +1,7 @@
 /// @file obs_oracle.hpp
 /// @brief Brute-force optimal brain surgeon on an explicit Fisher `F = G ⊗ A` (small layers only).
 ///
-/// Vectorisation is row-major (SPEC.md §1): weight (i, j) of an `[R, C]` layer has flat index
+/// Vectorisation is row-major (METHOD.md §1): weight (i, j) of an `[R, C]` layer has flat index
 /// `i·C + j`, and `F_{(i,j),(k,l)} = G_ik A_jl`. Everything in double; cost O((R·C)³).
 #pragma once
 

@@ -1,11 +1,11 @@
 /// @file cpu/cost.hpp
-/// @brief CPU pruning costs (SPEC.md §3): element, row, column and N:M block costs of one layer for
+/// @brief CPU pruning costs (METHOD.md §3): element, row, column and N:M block costs of one layer for
 /// every method, from its weights and its `kronecker_curvature`.
 ///
 /// **Conventions.** The weights `W̃` are `[R, C]`, row-major, host, float or double; with a bias the
 /// bias is simply column C−1 and is costed like any other column. The curvature holds the damped
 /// factors restricted to the live rows and columns (`curvature.dead`): every cost is computed on
-/// that live sub-layer, and dead rows and columns (SPEC.md §2) cost exactly 0, since they are
+/// that live sub-layer, and dead rows and columns (METHOD.md §2) cost exactly 0, since they are
 /// already removed. Row costs use the live columns only and column costs the live rows only.
 ///
 /// **Which factors.** LLM Surgeon (and SparseGPT's element score, reported with the same
@@ -80,13 +80,13 @@ inline matrix undamped(const damped_factor& f) {
 inline void expect_structured(method how, const char* who) {
   SURGEON_EXPECTS(
       how != method::wanda && how != method::sparsegpt,
-      "{}: method {} has no row or column score (SPEC.md §3); use magnitude, lobd, kobd or llm-surgeon", who,
+      "{}: method {} has no row or column score (METHOD.md §3); use magnitude, lobd, kobd or llm-surgeon", who,
       to_string(how));
 }
 
 }  // namespace detail
 
-/// @brief Element pruning costs of one layer (SPEC.md §3).
+/// @brief Element pruning costs of one layer (METHOD.md §3).
 ///
 /// | method | cost of (i, j) |
 /// |---|---|
@@ -153,7 +153,7 @@ host_matrix<double> element_costs(context& ctx, method how, const kronecker_curv
   return element_costs<T>(ctx, how, curvature, host_matrix_view<const T>(w));
 }
 
-/// @brief Row (output) pruning costs of one layer (SPEC.md §3).
+/// @brief Row (output) pruning costs of one layer (METHOD.md §3).
 ///
 /// | method | cost of row i (w_i = row i over the live columns) |
 /// |---|---|
@@ -212,7 +212,7 @@ std::vector<double> row_costs(context& ctx, method how, const kronecker_curvatur
   return row_costs<T>(ctx, how, curvature, host_matrix_view<const T>(w));
 }
 
-/// @brief Column (input, or bias) pruning costs of one layer (SPEC.md §3).
+/// @brief Column (input, or bias) pruning costs of one layer (METHOD.md §3).
 ///
 /// | method | cost of column j (w_j = column j over the live rows) |
 /// |---|---|
@@ -272,7 +272,7 @@ std::vector<double> column_costs(context& ctx, method how, const kronecker_curva
   return column_costs<T>(ctx, how, curvature, host_matrix_view<const T>(w));
 }
 
-/// @brief N:M block costs (SPEC.md §3): for each block of M consecutive columns of a row, the sum
+/// @brief N:M block costs (METHOD.md §3): for each block of M consecutive columns of a row, the sum
 /// of its N smallest element costs. Forwards to `surgeon::block_costs` (select.hpp).
 /// @param element_costs `[R, C]`, e.g. from `element_costs`.
 /// @returns `[R, C/M]`; entry (i, b) covers columns `[b·M, (b+1)·M)` of row i.

@@ -1,5 +1,5 @@
 /// @file cpu/curvature.hpp
-/// @brief CPU curvature (SPEC.md §2): damping, Cholesky inverses in double with escalation,
+/// @brief CPU curvature (METHOD.md §2): damping, Cholesky inverses in double with escalation,
 /// cached eigendecompositions, and the live sub-factors of a layer.
 #pragma once
 

@@ -1,5 +1,5 @@
 /// @file cpu/sparsegpt.hpp
-/// @brief SparseGPT (Frantar & Alistarh 2023) on surgeon's factors, CPU backend (SPEC.md §6).
+/// @brief SparseGPT (Frantar & Alistarh 2023) on surgeon's factors, CPU backend (METHOD.md §6).
 ///
 /// SparseGPT is the row-wise OBS baseline: the output side is taken as `G = I` and the input
 /// covariance `H = A` (the factor mean of a `factor_accumulator`, [C, C]) is the Hessian of every
@@ -74,7 +74,7 @@ struct sparsegpt_target {
 };
 
 /// The upper Cholesky factor U of `(H + shift·I)⁻¹` (dead inputs: row/column cleared, `H_jj = 1`),
-/// with the ×10 escalation of SPEC.md §2. `h` must already be validated. Cost: C³ flops.
+/// with the ×10 escalation of METHOD.md §2. `h` must already be validated. Cost: C³ flops.
 inline dense_matrix sparsegpt_inverse_factor(host_matrix_view<const double> h, double lambda,
                                              const std::vector<char>& dead) {
   constexpr int max_escalations = 6;

@@ -1,5 +1,5 @@
 /// @file cpu/update.hpp
-/// @brief CPU optimal-brain-surgeon weight updates on a Kronecker curvature (SPEC.md §4): row sets,
+/// @brief CPU optimal-brain-surgeon weight updates on a Kronecker curvature (METHOD.md §4): row sets,
 /// column sets, rows then columns, correlated element sets chunk by chunk, and the whole mask at
 /// once by preconditioned conjugate gradients.
 ///
@@ -244,7 +244,7 @@ void check_mask(const char* who, host_matrix_view<T> w, const mask& pruned) {
                   w.rows(), w.cols());
 }
 
-// The chunked element-set OBS of SPEC.md §4; `dense_product` selects ΔW = −Ĝ⁻¹ Z Â⁻¹ instead of
+// The chunked element-set OBS of METHOD.md §4; `dense_product` selects ΔW = −Ĝ⁻¹ Z Â⁻¹ instead of
 // the sparse-row form −Ĝ⁻¹[:,rows] (Z[rows,:] Â⁻¹).
 // Solves one chunk's system M x = w_Q without forming M, by conjugate gradients.
 //
@@ -438,7 +438,7 @@ update_report chunked_obs_update(const char* who, const kronecker_curvature& cur
 
 }  // namespace detail
 
-/// @brief Removes a set of whole rows (outputs) with the joint OBS update (SPEC.md §4):
+/// @brief Removes a set of whole rows (outputs) with the joint OBS update (METHOD.md §4):
 /// `ΔW = −Ĝ⁻¹[:,R] ([Ĝ⁻¹]_RR)⁻¹ W̃[R,:]` on the live sub-layer (A cancels), then `W̃[R,:] = 0`.
 ///
 /// @param curv curvature factorised for this layer (`factorize` with these weights).
@@ -464,7 +464,7 @@ void update_rows(context& /*ctx*/, const kronecker_curvature& curv, host_matrix_
 }
 
 /// @brief Removes a set of whole columns (inputs, or the bias column) with the joint OBS update
-/// (SPEC.md §4): `ΔW = −W̃[:,S] ([Â⁻¹]_SS)⁻¹ Â⁻¹[S,:]` on the live sub-layer (G cancels), then
+/// (METHOD.md §4): `ΔW = −W̃[:,S] ([Â⁻¹]_SS)⁻¹ Â⁻¹[S,:]` on the live sub-layer (G cancels), then
 /// `W̃[:,S] = 0`.
 ///
 /// @param curv curvature factorised for this layer.
@@ -490,7 +490,7 @@ void update_columns(context& /*ctx*/, const kronecker_curvature& curv, host_matr
 }
 
 /// @brief Removes rows and columns together: the row update first, then the column update on the
-/// weights it left (SPEC.md §4). The sequence equals the exact joint OBS solution for the union of
+/// weights it left (METHOD.md §4). The sequence equals the exact joint OBS solution for the union of
 /// the removed rows and columns; summing two independent updates would not.
 ///
 /// @param curv curvature factorised for this layer.
@@ -518,7 +518,7 @@ void update_rows_columns(context& /*ctx*/, const kronecker_curvature& curv, host
   }
 }
 
-/// @brief Correlated OBS update for an element mask, chunk by chunk (SPEC.md §4, the LLM Surgeon
+/// @brief Correlated OBS update for an element mask, chunk by chunk (METHOD.md §4, the LLM Surgeon
 /// update).
 ///
 /// Q = every masked entry in a live row and column, including weights already zero (which keeps
@@ -556,7 +556,7 @@ update_report obs_update_dense(context& /*ctx*/, const kronecker_curvature& curv
   return detail::chunked_obs_update("obs_update_dense", curv, w, pruned, budget, true);
 }
 
-/// @brief Exact OBS for the whole mask at once by preconditioned conjugate gradients (SPEC.md §4).
+/// @brief Exact OBS for the whole mask at once by preconditioned conjugate gradients (METHOD.md §4).
 ///
 /// Minimises `½ tr(Δᵀ Ĝ Δ Â)` subject to `Δ_Q = −W_Q` on the live sub-layer (Q = the masked live
 /// entries, K = the kept ones). With `Δ = Δ₀ + U`, `Δ₀ = −W` on Q and 0 elsewhere, U supported on

@@ -1,5 +1,5 @@
 /// @file cuda/cost.hpp
-/// @brief CUDA pruning costs (SPEC.md §3): element, row and column costs of one layer for every
+/// @brief CUDA pruning costs (METHOD.md §3): element, row and column costs of one layer for every
 /// method, from its device weights and its device `kronecker_curvature`. The mirror of
 /// cpu/cost.hpp, with the same formulas, conventions and exceptions.
 ///
@@ -65,7 +65,7 @@ void expect_layer_inputs(context& ctx, const kronecker_curvature& curvature, dev
 inline void expect_structured(method how, const char* who) {
   SURGEON_EXPECTS(
       how != method::wanda && how != method::sparsegpt,
-      "{}: method {} has no row or column score (SPEC.md §3); use magnitude, lobd, kobd or llm-surgeon", who,
+      "{}: method {} has no row or column score (METHOD.md §3); use magnitude, lobd, kobd or llm-surgeon", who,
       to_string(how));
 }
 
@@ -122,7 +122,7 @@ inline std::vector<double> scatter_to_layer(const device_buffer<double>& live,
 
 }  // namespace detail
 
-/// @brief Element pruning costs of one layer (SPEC.md §3), into a device matrix.
+/// @brief Element pruning costs of one layer (METHOD.md §3), into a device matrix.
 ///
 /// | method | cost of (i, j) |
 /// |---|---|
@@ -188,7 +188,7 @@ device_buffer<double> element_costs(context& ctx, method how, const kronecker_cu
   return out;
 }
 
-/// @brief Row (output) pruning costs of one layer (SPEC.md §3), as in `cpu::row_costs`:
+/// @brief Row (output) pruning costs of one layer (METHOD.md §3), as in `cpu::row_costs`:
 /// magnitude ‖w_i‖², lobd ½ Σ_j W_ij² A_jj, kobd ½ G_ii w_iᵀ A w_i, llm_surgeon
 /// w_iᵀ Â w_i / (2 [Ĝ⁻¹]_ii); dead rows 0.
 /// @param w the weights `W̃` `[R, C]`, device, float or double, any `ld`.
@@ -242,7 +242,7 @@ std::vector<double> row_costs(context& ctx, method how, const kronecker_curvatur
   return detail::scatter_to_layer(cost, curvature.dead.live_rows, w.rows());
 }
 
-/// @brief Column (input, or bias) pruning costs of one layer (SPEC.md §3), as in
+/// @brief Column (input, or bias) pruning costs of one layer (METHOD.md §3), as in
 /// `cpu::column_costs`: magnitude ‖w_j‖², lobd ½ A_jj ‖w_j‖², kobd ½ A_jj w_jᵀ G w_j, llm_surgeon
 /// w_jᵀ Ĝ w_j / (2 [Â⁻¹]_jj); dead columns 0.
 /// @param w the weights `W̃` `[R, C]`, device, float or double, any `ld`.

@@ -1,5 +1,5 @@
 /// @file cuda/curvature.hpp
-/// @brief CUDA curvature (SPEC.md §2): damping, Cholesky inverses in double with escalation, and
+/// @brief CUDA curvature (METHOD.md §2): damping, Cholesky inverses in double with escalation, and
 /// cached eigendecompositions, on device matrices. The mirror of cpu/curvature.hpp.
 ///
 /// Every CUDA runtime, cuBLAS and cuSOLVER status is checked, and every cuSOLVER `info`.
@@ -308,7 +308,7 @@ inline device_buffer<index_t> upload_indices(const context& ctx, const std::vect
   return buffer;
 }
 
-/// The dead structure of SPEC.md §2 from device factors and weights (the host `find_dead` rules:
+/// The dead structure of METHOD.md §2 from device factors and weights (the host `find_dead` rules:
 /// a row is dead when its weights are all 0 or G_ii = 0, a column likewise with A_jj).
 template <typename W>
 dead_structure find_dead_on_device(context& ctx, device_matrix_view<const double> g,
@@ -345,7 +345,7 @@ dead_structure find_dead_on_device(context& ctx, device_matrix_view<const double
 /// @brief Factorises a layer's K-FAC curvature from device factor means: the CUDA mirror of
 /// `cpu::factorize`.
 ///
-/// Finds the dead rows and columns (SPEC.md §2; from the factors' diagonals alone when `w` is
+/// Finds the dead rows and columns (METHOD.md §2; from the factors' diagonals alone when `w` is
 /// empty), restricts G and A to the live indices, damps and inverts each (`damp_and_invert`, with
 /// escalation), and uploads the index lists the layer kernels use.
 /// @param g output-side factor G `[R, R]`, device, symmetric; @param a input-side factor A `[C, C]`

@@ -1,6 +1,6 @@
 /// @file cuda/kfac.hpp
 /// @brief `surgeon::cuda::device_factor_accumulator<T>`: K-FAC factor accumulation on the device
-/// (SPEC.md §1), the CUDA mirror of `surgeon::factor_accumulator<T>` (kfac.hpp).
+/// (METHOD.md §1), the CUDA mirror of `surgeon::factor_accumulator<T>` (kfac.hpp).
 ///
 /// The state lives in device memory with the same meaning as the CPU accumulator's: the lower
 /// triangle of a column-major `size() x size()` buffer holding the exact sum `Σ ã ãᵀ` (or the EMA

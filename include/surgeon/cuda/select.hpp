@@ -1,5 +1,5 @@
 /// @file cuda/select.hpp
-/// @brief Mask selection from device costs (SPEC.md §5): the CUDA mirror of select.hpp.
+/// @brief Mask selection from device costs (METHOD.md §5): the CUDA mirror of select.hpp.
 ///
 /// Every function here takes per-layer costs in device memory (row-major device views, any `ld`,
 /// e.g. the output of the CUDA cost kernels) and returns exactly what the host function of the same

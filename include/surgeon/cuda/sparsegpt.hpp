@@ -1,5 +1,5 @@
 /// @file cuda/sparsegpt.hpp
-/// @brief SparseGPT (Frantar & Alistarh 2023) on device matrices, CUDA backend (SPEC.md §6): the
+/// @brief SparseGPT (Frantar & Alistarh 2023) on device matrices, CUDA backend (METHOD.md §6): the
 /// mirror of cpu/sparsegpt.hpp, with the same overloads, rules, results and exceptions.
 ///
 /// The algorithm and every rule (damping with ×10 escalation, dead inputs, forced entries, the

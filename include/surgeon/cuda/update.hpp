@@ -1,5 +1,5 @@
 /// @file cuda/update.hpp
-/// @brief CUDA optimal-brain-surgeon weight updates on a Kronecker curvature (SPEC.md §4): row
+/// @brief CUDA optimal-brain-surgeon weight updates on a Kronecker curvature (METHOD.md §4): row
 /// sets, column sets, rows then columns, correlated element sets chunk by chunk in the sparse-row
 /// form, and the whole mask at once by preconditioned conjugate gradients. The mirror of
 /// cpu/update.hpp: same formulas, same results up to rounding, same exceptions.
@@ -194,7 +194,7 @@ void zero_layer_rows_columns(context& ctx, device_matrix_view<T> w, const std::v
 
 }  // namespace detail
 
-/// @brief Removes a set of whole rows (outputs) with the joint OBS update (SPEC.md §4):
+/// @brief Removes a set of whole rows (outputs) with the joint OBS update (METHOD.md §4):
 /// `ΔW = −Ĝ⁻¹[:,R] ([Ĝ⁻¹]_RR)⁻¹ W̃[R,:]` on the live sub-layer, then `W̃[R,:] = 0`. As
 /// `cpu::update_rows`.
 /// @param w weights `W̃ [R, C]`, device, float or double, any `ld`, updated in place.
@@ -217,7 +217,7 @@ void update_rows(context& ctx, const kronecker_curvature& curv, device_matrix_vi
 }
 
 /// @brief Removes a set of whole columns (inputs, or the bias column) with the joint OBS update
-/// (SPEC.md §4): `ΔW = −W̃[:,S] ([Â⁻¹]_SS)⁻¹ Â⁻¹[S,:]`, then `W̃[:,S] = 0`. As `cpu::update_columns`.
+/// (METHOD.md §4): `ΔW = −W̃[:,S] ([Â⁻¹]_SS)⁻¹ Â⁻¹[S,:]`, then `W̃[:,S] = 0`. As `cpu::update_columns`.
 /// @param w weights `W̃ [R, C]`, device, updated in place. @param cols layer column indices (host).
 /// Cost: k³/3 + 2k²·C + 2R·k·C flops on the device. @throws as `update_rows`.
 template <typename T>
@@ -234,7 +234,7 @@ void update_columns(context& ctx, const kronecker_curvature& curv, device_matrix
 }
 
 /// @brief Removes rows and columns together: the row update, then the column update on the
-/// weights it left, which equals the joint OBS solution for the union (SPEC.md §4). As
+/// weights it left, which equals the joint OBS solution for the union (METHOD.md §4). As
 /// `cpu::update_rows_columns`.
 /// Cost: the sum of `update_rows` and `update_columns`, one gather and scatter.
 /// @throws as `update_rows`.
@@ -255,7 +255,7 @@ void update_rows_columns(context& ctx, const kronecker_curvature& curv, device_m
 }
 
 /// @brief Correlated OBS update for an element mask, chunk by chunk, in the sparse-row form
-/// (SPEC.md §4, the LLM Surgeon update). As `cpu::obs_update`: Q = every masked live entry, split
+/// (METHOD.md §4, the LLM Surgeon update). As `cpu::obs_update`: Q = every masked live entry, split
 /// into chunks of whole rows by `budget.max`; per chunk with entries (r_k, c_k) and rows `rows`,
 /// `M_kl = [Ĝ⁻¹]_{r_k r_l} [Â⁻¹]_{c_k c_l}`, solve `M x = w_Q`, scatter x into Z[rows, :] and apply
 /// `ΔW = −Ĝ⁻¹[:,rows] (Z[rows,:] Â⁻¹)`; each chunk sees the previous ones' updates; at the end every
@@ -378,7 +378,7 @@ update_report obs_update(context& ctx, const kronecker_curvature& curv, device_m
   return report;
 }
 
-/// @brief Exact OBS for the whole mask at once by preconditioned conjugate gradients (SPEC.md §4),
+/// @brief Exact OBS for the whole mask at once by preconditioned conjugate gradients (METHOD.md §4),
 /// as `cpu::obs_update_full`: by default (`pcg_form::removed_sweep`) conjugate gradients on the
 /// multipliers of the removed entries, preconditioned by SparseGPT-like triangular sweeps; or
 /// (`pcg_form::kept_kronecker`) on the kept entries, preconditioned by `R ↦ P_K(Ĝ⁻¹ R Â⁻¹)`; then

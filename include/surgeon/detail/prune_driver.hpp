@@ -1,5 +1,5 @@
 /// @file detail/prune_driver.hpp
-/// @brief The backend-neutral multi-shot pruning driver (SPEC.md §5): `basic_pruning_session`
+/// @brief The backend-neutral multi-shot pruning driver (METHOD.md §5): `basic_pruning_session`
 /// over a caller-provided model adapter and a backend policy. Include `surgeon/prune.hpp` (CPU
 /// backend) or `surgeon/cuda/prune.hpp` (CUDA backend), not this file: it includes no backend, and
 /// no Eigen, so that nvcc translation units can use it.
@@ -596,7 +596,7 @@ class basic_pruning_session {
         const prunable_matrix& m = matrices[k];
         const host_matrix_view<const float> w(m.weight);
         if (entirely_dead(*store, m, needs_a, needs_g)) {
-          // Every row or every column is dead (SPEC.md §2): all of it counts as removed at cost 0.
+          // Every row or every column is dead (METHOD.md §2): all of it counts as removed at cost 0.
           dead_.insert(k);
           if (options_.what == structure::rows_columns) {
             row_costs[k].assign(static_cast<std::size_t>(w.rows()), 0.0);
@@ -859,7 +859,7 @@ class basic_pruning_session {
   }
 
   // True when every row or every column of the matrix is dead: zero weights, or zero diagonal of
-  // the factors the method uses (SPEC.md §2).
+  // the factors the method uses (METHOD.md §2).
   bool entirely_dead(const typename Backend::store& store, const prunable_matrix& m, bool needs_a,
                      bool needs_g) const {
     const index_t rows = m.weight.rows();

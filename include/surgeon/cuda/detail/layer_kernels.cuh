@@ -227,7 +227,7 @@ inline void launch_zero_columns(double* m, index_t r, const index_t* index, inde
 
 /// Element costs of the whole layer, row-major `[R, C]` (leading dimension `ld_out`):
 /// `row_scale[p] · f(w_ij) · col_scale[q]` with p, q the live positions of i and j, f = w² or |w|,
-/// and exactly 0 on dead rows and columns. Every method of SPEC.md §3 has this separable form.
+/// and exactly 0 on dead rows and columns. Every method of METHOD.md §3 has this separable form.
 template <typename T>
 __global__ void element_costs_kernel(const T* __restrict__ w, index_t rows, index_t cols, index_t ld,
                                      const index_t* __restrict__ row_position,

@@ -80,8 +80,8 @@ inline matrix undamped(const damped_factor& f) {
 inline void expect_structured(method how, const char* who) {
   SURGEON_EXPECTS(
       how != method::wanda && how != method::sparsegpt,
-      "{}: method {} has no row or column score (METHOD.md §3); use magnitude, lobd, kobd or llm-surgeon", who,
-      to_string(how));
+      "{}: method {} has no row or column score (METHOD.md §3); use magnitude, lobd, kobd or llm-surgeon",
+      who, to_string(how));
 }
 
 }  // namespace detail

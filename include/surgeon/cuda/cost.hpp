@@ -65,8 +65,8 @@ void expect_layer_inputs(context& ctx, const kronecker_curvature& curvature, dev
 inline void expect_structured(method how, const char* who) {
   SURGEON_EXPECTS(
       how != method::wanda && how != method::sparsegpt,
-      "{}: method {} has no row or column score (METHOD.md §3); use magnitude, lobd, kobd or llm-surgeon", who,
-      to_string(how));
+      "{}: method {} has no row or column score (METHOD.md §3); use magnitude, lobd, kobd or llm-surgeon",
+      who, to_string(how));
 }
 
 /// The live sub-layer of `w` in double, column-major `[r, c]`.

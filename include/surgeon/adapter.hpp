@@ -36,7 +36,9 @@ namespace surgeon {
 /// calls the same adapter. Each call costs one indirect call over the wrapped adapter's.
 class any_adapter {
  public:
+  /// Callable that returns the prunable matrices (name, input key, weights view `[out, in]`).
   using matrices_function = std::function<std::vector<prunable_matrix>()>;
+  /// Callable that runs one calibration pass into the sink; its int argument is the shot.
   using calibrate_function = std::function<void(calibration_sink&, int)>;
   /// Returns a quality measure after a shot (lower is better), or nothing.
   using evaluate_function = std::function<std::optional<double>()>;

@@ -16,18 +16,21 @@ namespace surgeon {
 /// @brief Signed index type used for every size, count and offset in the library.
 using index_t = std::int64_t;
 
+/// @brief True when the CPU backend (`surgeon::cpu`) is compiled in (`SURGEON_HAS_EIGEN` defined).
 #if defined(SURGEON_HAS_EIGEN)
 inline constexpr bool has_eigen = true;
 #else
 inline constexpr bool has_eigen = false;
 #endif
 
+/// @brief True when the CPU backend uses OpenBLAS and LAPACKE (`SURGEON_USE_OPENBLAS` defined).
 #if defined(SURGEON_USE_OPENBLAS)
 inline constexpr bool uses_openblas = true;
 #else
 inline constexpr bool uses_openblas = false;
 #endif
 
+/// @brief True when the CUDA backend (`surgeon::cuda`) is compiled in (`SURGEON_HAS_CUDA` defined).
 #if defined(SURGEON_HAS_CUDA)
 inline constexpr bool has_cuda = true;
 #else

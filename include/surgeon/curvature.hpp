@@ -30,6 +30,7 @@ enum class damping_mode {
 struct damping {
   double g = 0.01;  ///< λ_G, output side
   double a = 0.01;  ///< λ_A, input side
+  /// How λ becomes the diagonal shift (default: relative to the mean of the factor's diagonal).
   damping_mode mode = damping_mode::relative;
   int max_escalations = 6;   ///< retries after the first failed factorisation
   double escalation = 10.0;  ///< λ ← λ · escalation on each retry
@@ -59,9 +60,13 @@ inline void validate(const damping& d) {
 /// live lists are the complements, ascending. Dead structure is counted as already removed (cost
 /// 0) and kept exactly zero; the factors are restricted to the live indices.
 struct dead_structure {
+  /// Indices of the dead rows, ascending.
   std::vector<index_t> dead_rows;
+  /// Indices of the dead columns, ascending.
   std::vector<index_t> dead_cols;
+  /// Indices of the live rows (the complement of `dead_rows`), ascending.
   std::vector<index_t> live_rows;
+  /// Indices of the live columns (the complement of `dead_cols`), ascending.
   std::vector<index_t> live_cols;
 };
 

@@ -50,6 +50,7 @@ class diagonal_accumulator {
   index_t size() const noexcept { return static_cast<index_t>(sums_.size()); }
   /// @brief Token rows seen so far.
   std::int64_t count() const noexcept { return count_; }
+  /// @brief True when no token rows have been added yet. O(1).
   bool empty() const noexcept { return count_ == 0; }
 
   /// @brief Adds the squares of the token rows of `x` (`[tokens, dim]`, host, any `ld`).
@@ -100,6 +101,7 @@ class diagonal_accumulator {
 struct diagonal_curvature {
   std::vector<double> g;  ///< diag G, length R, or empty (G = I)
   std::vector<double> a;  ///< diag A, length C, or empty (A = I)
+  /// The layer's dead rows and columns, found from the diagonals and the weights.
   dead_structure dead;
 };
 

@@ -55,6 +55,7 @@ class factor_accumulator {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "factor_accumulator<float|double>");
 
  public:
+  /// @brief The accumulation precision `T` (`float` or `double`).
   using value_type = T;
 
   /// @brief An empty accumulator for inputs of `dim` features.
@@ -74,11 +75,15 @@ class factor_accumulator {
   index_t dim() const { return dim_; }
   /// @brief Order of the factor: `dim() + 1` with bias augmentation, else `dim()`.
   index_t size() const { return dim_ + (options_.bias ? 1 : 0); }
+  /// @brief True when rows are bias-augmented with a constant 1 (`options().bias`). O(1).
   bool has_bias() const { return options_.bias; }
+  /// @brief True when the accumulator keeps an exponential moving average (`options().ema_decay` set). O(1).
   bool is_ema() const { return options_.ema_decay.has_value(); }
+  /// @brief The options the accumulator was constructed with. O(1).
   const accumulator_options& options() const { return options_; }
   /// @brief Token rows seen so far.
   std::int64_t count() const { return count_; }
+  /// @brief True when no token rows have been added yet. O(1).
   bool empty() const { return count_ == 0; }
 
   /// @brief Adds the token rows of `x` (`[tokens, dim]`, host, any leading dimension).
@@ -354,7 +359,9 @@ class factor_bank {
                     layer, it->second);
   }
 
+  /// @brief True when an accumulator named `key` is defined. O(log keys).
   bool contains(const std::string& key) const { return factors_.count(key) == 1; }
+  /// @brief Number of defined accumulators (keys). O(1).
   std::size_t size() const { return factors_.size(); }
 
   /// @brief The accumulator of `key`. @throws logic_error if unknown.
@@ -363,6 +370,7 @@ class factor_bank {
     SURGEON_EXPECTS(it != factors_.end(), "factor_bank: unknown key '{}'", key);
     return it->second;
   }
+  /// @brief The accumulator of `key`, read-only. @throws logic_error if unknown.
   const factor_accumulator<T>& at(const std::string& key) const {
     const auto it = factors_.find(key);
     SURGEON_EXPECTS(it != factors_.end(), "factor_bank: unknown key '{}'", key);
@@ -398,7 +406,9 @@ class factor_bank {
     for (auto& entry : factors_) entry.second.reset();
   }
 
+  /// @brief Every accumulator, by key. O(1).
   const std::map<std::string, factor_accumulator<T>>& factors() const { return factors_; }
+  /// @brief Every binding, layer name to key. O(1).
   const std::map<std::string, std::string>& bindings() const { return bindings_; }
 
   /// @brief Writes every accumulator and binding to one safetensors file: tensor `<key>` with

@@ -32,7 +32,9 @@ enum class structure {
 
 /// @brief An N:M pattern: N pruned weights in every block of M consecutive inputs of a row.
 struct nm_pattern {
+  /// @brief N: weights pruned in each block of `m` consecutive inputs (default 2, as in 2:4).
   index_t n = 2;
+  /// @brief M: width of each block of consecutive inputs of a row (default 4, as in 2:4).
   index_t m = 4;
 };
 
@@ -68,6 +70,7 @@ inline constexpr std::string_view to_string(method m) {
 /// touch contiguous memory. Storage: rows·ceil(cols/64)·8 bytes (1/32 of a float copy).
 class mask {
  public:
+  /// @brief An empty `[0, 0]` mask.
   mask() = default;
   /// @brief A mask with nothing pruned. @throws logic_error on a negative shape.
   mask(index_t rows, index_t cols) : rows_(rows), cols_(cols), words_per_row_((cols + 63) / 64) {
@@ -75,7 +78,9 @@ class mask {
     bits_.assign(static_cast<std::size_t>(rows_ * words_per_row_), 0);
   }
 
+  /// @brief Number of rows (layer outputs). O(1).
   index_t rows() const { return rows_; }
+  /// @brief Number of columns (layer inputs). O(1).
   index_t cols() const { return cols_; }
   /// @brief 64-bit words per row, `ceil(cols / 64)`; bit `j & 63` of word `i·words_per_row() + j/64`
   /// is weight (i, j). Bits past `cols` in a row's last word are always 0.
@@ -147,9 +152,11 @@ class mask {
     const index_t total = rows_ * cols_;
     return total == 0 ? 1.0 : 1.0 - static_cast<double>(count()) / static_cast<double>(total);
   }
+  /// @brief True when both masks have the same shape and prune the same weights. Cost: O(rows·cols / 64).
   bool operator==(const mask& other) const {
     return rows_ == other.rows_ && cols_ == other.cols_ && bits_ == other.bits_;
   }
+  /// @brief Negation of `operator==`. Cost: O(rows·cols / 64).
   bool operator!=(const mask& other) const { return !(*this == other); }
 
   /// @brief Sets every pruned weight of `w` (same shape) to exactly zero.

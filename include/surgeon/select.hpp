@@ -175,6 +175,7 @@ inline double block_cost(const double* costs, index_t n, std::vector<index_t>& o
 /// @brief N:M block costs of one layer (METHOD.md §3): the sum of the N smallest element costs in
 /// each block of M consecutive columns of a row.
 /// @param element_costs `[R, C]`, host, any `ld`.
+/// @param p the N:M pattern; M must divide C.
 /// @returns `[R, C/M]`: entry (i, b) covers columns `[b·M, (b+1)·M)` of row i.
 /// Cost: O(R·C·log M) comparisons.
 /// @throws logic_error if the pattern is invalid for C (`validate(nm_pattern, cols)`) or a cost is NaN.
@@ -237,6 +238,7 @@ inline selection select_unstructured(const std::vector<host_matrix_view<const do
 /// @brief Uniform selection: each layer prunes its own ⌊s·R_m·C_m⌋ smallest costs (the layer-wise
 /// allocation of SparseGPT), ties by row-major flat index.
 /// @param costs per layer `[R_m, C_m]` element costs, host, any `ld`.
+/// @param sparsity target fraction s ∈ [0, 1) of pruned weights in each layer.
 /// @returns masks; `threshold` is the largest of the per-layer thresholds.
 /// Cost: five passes over each layer's costs.
 /// @throws logic_error on an empty layer list, sparsity outside [0, 1), or a NaN cost.
@@ -266,6 +268,7 @@ inline selection select_uniform(const std::vector<host_matrix_view<const double>
 /// @brief Per-row selection: each output row of each layer prunes its own ⌊s·C_m⌋ smallest costs
 /// (Wanda's comparison group), ties by column index.
 /// @param costs per layer `[R_m, C_m]` element costs, host, any `ld`.
+/// @param sparsity target fraction s ∈ [0, 1) of pruned weights in each row of each layer.
 /// @returns masks; `threshold` is the largest cost pruned in any row.
 /// Cost: O(C_m) expected per row (nth_element) plus O(C_m) scratch.
 /// @throws logic_error on an empty layer list, sparsity outside [0, 1), or a NaN cost.
@@ -362,6 +365,7 @@ inline selection select_nm(const std::vector<host_matrix_view<const double>>& el
 /// exceed it, which is the largest τ whose removed count fits the budget.
 /// @param row_costs per layer, R_m row costs; @param col_costs per layer, C_m column costs (both host,
 ///        e.g. from `cpu::row_costs` / `cpu::column_costs`).
+/// @param sparsity target fraction s ∈ [0, 1) of pruned weights over all layers.
 /// Cost: O(K log K) for K = Σ (R_m + C_m) candidates, plus O(Σ R_m·C_m / 64) to fill the masks.
 /// @throws logic_error on an empty layer list, different numbers of row and column lists,
 ///         sparsity outside [0, 1), or a NaN cost.

@@ -18,6 +18,7 @@ namespace surgeon {
 template <typename T>
 class host_matrix {
  public:
+  /// @brief An empty `[0, 0]` matrix; allocates nothing.
   host_matrix() = default;
   /// @brief A `[rows, cols]` matrix with every element set to `value`.
   /// @throws logic_error if a dimension is negative or `rows * cols` overflows.
@@ -28,15 +29,23 @@ class host_matrix {
     values_.assign(static_cast<std::size_t>(rows * cols), value);
   }
 
+  /// @brief Number of rows. O(1).
   index_t rows() const { return rows_; }
+  /// @brief Number of columns. O(1).
   index_t cols() const { return cols_; }
+  /// @brief Number of elements, `rows * cols`. O(1).
   index_t size() const { return rows_ * cols_; }
+  /// @brief Pointer to element (0, 0) of the packed row-major host storage. O(1).
   T* data() { return values_.data(); }
+  /// @brief Pointer to element (0, 0) of the packed row-major host storage (read-only). O(1).
   const T* data() const { return values_.data(); }
   /// @brief Element (i, j); no bounds check.
   T& operator()(index_t i, index_t j) { return values_[static_cast<std::size_t>(i * cols_ + j)]; }
+  /// @brief Element (i, j), read-only; no bounds check.
   const T& operator()(index_t i, index_t j) const { return values_[static_cast<std::size_t>(i * cols_ + j)]; }
+  /// @brief A mutable row-major `[rows, cols]` host view of the storage (`ld == cols`). O(1).
   host_matrix_view<T> view() { return host_matrix_view<T>(values_.data(), rows_, cols_); }
+  /// @brief A read-only row-major `[rows, cols]` host view of the storage (`ld == cols`). O(1).
   host_matrix_view<const T> view() const { return host_matrix_view<const T>(values_.data(), rows_, cols_); }
   /// @brief The elements in row-major order.
   const std::vector<T>& values() const { return values_; }

@@ -15,6 +15,7 @@ namespace surgeon {
 /// - `max == 0`: one solve over all of Q (a |Q|×|Q| system: small layers only);
 /// - `max == -1`: one row per chunk.
 struct correlate {
+  /// Chunk budget: at most this many masked entries a chunk; 0 for one chunk, -1 for one row a chunk.
   index_t max = 2000;
   /// How each chunk's |Q_c|×|Q_c| system `M x = w_Q` is solved.
   enum class solver {
@@ -22,11 +23,13 @@ struct correlate {
     iterative,  ///< conjugate gradients on M without forming it, preconditioned by its row blocks
     automatic,  ///< iterative for chunks of more than 512 entries, direct otherwise
   };
+  /// How each chunk is solved (default: `solver::automatic`).
   solver method = solver::automatic;
   /// Iterative solves stop at ‖M x − w_Q‖ ≤ tolerance·‖w_Q‖ — far below the float weights'
   /// precision, so the result is the direct solve's; a chunk that has not converged after
   /// `max_iterations` is solved directly instead.
   double tolerance = 1e-12;
+  /// Iterations after which an unconverged iterative chunk solve falls back to the direct solve.
   int max_iterations = 400;
 };
 
@@ -70,6 +73,7 @@ struct pcg_options {
   /// the perplexities of a solve to 1e-3 on both evaluation texts (docs/RESULTS.md).
   double tolerance = 0.03;
   int max_iterations = 200;  ///< at most this many iterations (>= 1)
+  /// Which system the conjugate gradients solve (default: the dual, `pcg_form::removed_sweep`).
   pcg_form form = pcg_form::removed_sweep;
   /// The two GEMMs of each iteration, and the removed form's sweeps, in float (inputs rounded,
   /// results widened; about 1.5x faster on CPUs, more on GPUs); the vectors, the dot products and

@@ -30,8 +30,11 @@ enum class memory_space { host, device };
 template <typename T, memory_space Space>
 class matrix_view {
  public:
+  /// @brief The element type without `const`/`volatile`.
   using value_type = std::remove_cv_t<T>;
+  /// @brief The element type as viewed (`const`-qualified for read-only views).
   using element_type = T;
+  /// @brief The memory space of `data()` (the `Space` template argument).
   static constexpr memory_space space = Space;
 
   /// @brief An empty `[0, 0]` view.
@@ -53,12 +56,17 @@ class matrix_view {
   constexpr matrix_view(const matrix_view<U, Space>& other)  // NOLINT(google-explicit-constructor)
       : data_(other.data()), rows_(other.rows()), cols_(other.cols()), ld_(other.ld()) {}
 
+  /// @brief Pointer to element (0, 0), in memory space `Space`; null for a default-constructed view. O(1).
   constexpr T* data() const { return data_; }
+  /// @brief Number of rows. O(1).
   constexpr index_t rows() const { return rows_; }
+  /// @brief Number of columns. O(1).
   constexpr index_t cols() const { return cols_; }
   /// @brief Leading dimension: elements between the starts of consecutive rows.
   constexpr index_t ld() const { return ld_; }
+  /// @brief Number of elements, `rows * cols` (excludes padding between rows). O(1).
   constexpr index_t size() const { return rows_ * cols_; }
+  /// @brief True when the view has no elements (`rows == 0` or `cols == 0`). O(1).
   constexpr bool empty() const { return rows_ == 0 || cols_ == 0; }
   /// @brief True when the rows are packed (`ld == cols`), so the data is one contiguous block.
   constexpr bool contiguous() const { return ld_ == cols_ || rows_ <= 1; }
@@ -101,23 +109,33 @@ class matrix_view {
 template <typename T, memory_space Space>
 class vector_view {
  public:
+  /// @brief The element type without `const`/`volatile`.
   using value_type = std::remove_cv_t<T>;
+  /// @brief The memory space of `data()` (the `Space` template argument).
   static constexpr memory_space space = Space;
 
+  /// @brief An empty view of 0 elements.
   constexpr vector_view() = default;
+  /// @brief Views `size` elements at `data`, element k at `data[k * stride]` (default: contiguous).
   /// @throws logic_error if `size < 0`, `stride < 1`, or `data` is null while `size > 0`.
   vector_view(T* data, index_t size, index_t stride = 1) : data_(data), size_(size), stride_(stride) {
     SURGEON_EXPECTS(size >= 0 && stride >= 1, "vector_view: bad size {} or stride {}", size, stride);
     SURGEON_EXPECTS(data != nullptr || size == 0, "vector_view: null data for {} elements", size);
   }
+  /// @brief A read-only view of a writable one. O(1).
   template <typename U, typename = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
   constexpr vector_view(const vector_view<U, Space>& other)  // NOLINT(google-explicit-constructor)
       : data_(other.data()), size_(other.size()), stride_(other.stride()) {}
 
+  /// @brief Pointer to element 0, in memory space `Space`; null for a default-constructed view. O(1).
   constexpr T* data() const { return data_; }
+  /// @brief Number of elements. O(1).
   constexpr index_t size() const { return size_; }
+  /// @brief Distance in elements between consecutive elements (1 when contiguous). O(1).
   constexpr index_t stride() const { return stride_; }
+  /// @brief True when the view has no elements. O(1).
   constexpr bool empty() const { return size_ == 0; }
+  /// @brief Element i, at `data()[i * stride()]`. Host views only; no bounds check. O(1).
   template <memory_space S = Space, typename = std::enable_if_t<S == memory_space::host>>
   constexpr T& operator[](index_t i) const {
     return data_[i * stride_];
@@ -129,12 +147,16 @@ class vector_view {
   index_t stride_ = 1;
 };
 
+/// @brief A row-major `[rows, cols]` matrix view of host memory.
 template <typename T>
 using host_matrix_view = matrix_view<T, memory_space::host>;
+/// @brief A row-major `[rows, cols]` matrix view of device (GPU) memory.
 template <typename T>
 using device_matrix_view = matrix_view<T, memory_space::device>;
+/// @brief A strided vector view of host memory.
 template <typename T>
 using host_vector_view = vector_view<T, memory_space::host>;
+/// @brief A strided vector view of device (GPU) memory.
 template <typename T>
 using device_vector_view = vector_view<T, memory_space::device>;
 
@@ -154,7 +176,8 @@ host_matrix_view<const T> make_host_matrix_view(const std::vector<T>& values, in
   return host_matrix_view<const T>(values.data(), rows, cols);
 }
 
-/// @copydoc make_host_matrix_view(const std::vector<T>&, index_t, index_t)
+/// @brief Views a packed, writable `std::vector` as a mutable row-major `[rows, cols]` host matrix.
+/// @throws logic_error if `values.size() != rows * cols`.
 template <typename T>
 host_matrix_view<T> make_host_matrix_view(std::vector<T>& values, index_t rows, index_t cols) {
   SURGEON_EXPECTS(static_cast<index_t>(values.size()) == rows * cols,

@@ -5,7 +5,7 @@
 #include <surgeon/config.hpp>
 
 #if !defined(SURGEON_HAS_EIGEN)
-#error "surgeon/cpu/*.hpp needs the Eigen backend: link surgeon::eigen (or define SURGEON_HAS_EIGEN)"
+#error "the surgeon/cpu headers need the Eigen backend: link surgeon::eigen (or define SURGEON_HAS_EIGEN)"
 #endif
 
 namespace surgeon::cpu {
@@ -21,6 +21,7 @@ namespace surgeon::cpu {
 /// construct; stateless, so one context may serve several threads.
 class context {
  public:
+  /// @brief A CPU context; holds no state, so construction costs nothing.
   context() = default;
   /// @brief Name of the dense-kernel provider of this build: "OpenBLAS" or "Eigen".
   static constexpr const char* kernels() { return uses_openblas ? "OpenBLAS" : "Eigen"; }

@@ -97,7 +97,8 @@ inline void expect_structured(method how, const char* who) {
 /// | sparsegpt, llm_surgeon | W_ij² / (2 [Ĝ⁻¹]_ii [Â⁻¹]_jj) (exact OBS under F̂ = Ĝ ⊗ Â) |
 ///
 /// G and A are undamped, Ĝ and Â damped (see the file comment). Dead rows and columns cost 0.
-/// @param ctx CPU context. @param how the method. @param curvature the layer's curvature.
+/// The CPU context (first argument) is not used. @param how the method.
+/// @param curvature the layer's curvature.
 /// @param w the weights `W̃` `[R, C]`, host, float or double, any `ld`.
 /// @returns `[R, C]` costs in double, host, row-major.
 /// Cost: O(R·C) flops and one double copy of the live weights.
@@ -163,6 +164,8 @@ host_matrix<double> element_costs(context& ctx, method how, const kronecker_curv
 /// | llm_surgeon | w_iᵀ Â w_i / (2 [Ĝ⁻¹]_ii) (exact OBS for the whole row under F̂ = Ĝ ⊗ Â) |
 ///
 /// Dead rows cost 0.
+/// @param how the method (not wanda or sparsegpt).
+/// @param curvature the layer's curvature.
 /// @param w the weights `W̃` `[R, C]`, host, float or double, any `ld`.
 /// @returns R costs in double.
 /// Cost: kobd and llm_surgeon 2·r·c² flops (one GEMM `W·A` and a row-wise dot with W, r and c the
@@ -222,6 +225,8 @@ std::vector<double> row_costs(context& ctx, method how, const kronecker_curvatur
 /// | llm_surgeon | w_jᵀ Ĝ w_j / (2 [Â⁻¹]_jj) (exact OBS for the whole column under F̂ = Ĝ ⊗ Â) |
 ///
 /// Dead columns cost 0.
+/// @param how the method (not wanda or sparsegpt).
+/// @param curvature the layer's curvature.
 /// @param w the weights `W̃` `[R, C]`, host, float or double, any `ld`.
 /// @returns C costs in double.
 /// Cost: kobd and llm_surgeon 2·r²·c flops (one GEMM `G·W` and a column-wise dot with W); the
@@ -275,6 +280,7 @@ std::vector<double> column_costs(context& ctx, method how, const kronecker_curva
 /// @brief N:M block costs (METHOD.md §3): for each block of M consecutive columns of a row, the sum
 /// of its N smallest element costs. Forwards to `surgeon::block_costs` (select.hpp).
 /// @param element_costs `[R, C]`, e.g. from `element_costs`.
+/// @param p the N:M pattern; M must divide C.
 /// @returns `[R, C/M]`; entry (i, b) covers columns `[b·M, (b+1)·M)` of row i.
 /// Cost: O(R·C·log M) comparisons.
 /// @throws logic_error if the pattern is invalid for C (`validate(nm_pattern, cols)`) or a cost is NaN.

@@ -24,7 +24,9 @@ using vector = detail::dense_vector;
 /// @brief Eigendecomposition `M = V diag(values) Vᵀ`: ascending `values` [n], orthonormal
 /// eigenvectors in the columns of `vectors` [n, n].
 struct eigen_decomposition {
+  /// Eigenvalues in ascending order, length n.
   vector values;
+  /// Eigenvectors `[n, n]`, orthonormal; column k belongs to `values[k]`.
   matrix vectors;
 };
 
@@ -35,6 +37,7 @@ struct eigen_decomposition {
 /// `eigen()` once before sharing a factor between threads.
 class damped_factor {
  public:
+  /// @brief An empty factor of order 0 (no damping, no inverse).
   damped_factor() = default;
 
   /// @brief Order n of the factor.
@@ -57,6 +60,7 @@ class damped_factor {
     }
     return *eigen_;
   }
+  /// @brief True when `eigen()` has already computed and cached the eigendecomposition. O(1).
   bool has_eigen() const { return eigen_ != nullptr; }
 
  private:
@@ -74,6 +78,8 @@ class damped_factor {
 /// factorisation is retried, at most `d.max_escalations` times. The mode, escalation and retry
 /// limit come from `d`; its `g`/`a` fields are ignored in favour of `lambda`.
 /// @param factor symmetric [n, n], host (both triangles read).
+/// @param lambda λ to start from (>= 0), e.g. `d.g` or `d.a`.
+/// @param d damping mode, escalation factor and retry limit.
 /// Cost: n³/3 flops per attempt plus 2n³/3 for the inverse; O(n²) memory for three matrices.
 /// @throws logic_error if `factor` is not square, is empty, or holds a non-finite value, or `lambda`
 ///         is negative; numerical_error if a relative damping has a non-positive mean diagonal or
@@ -137,8 +143,11 @@ inline damped_factor damp_and_invert(context& /*ctx*/, host_matrix_view<const do
 /// `g` has order `dead.live_rows.size()`, `a` order `dead.live_cols.size()`: index k of `g` is row
 /// `dead.live_rows[k]` of the layer. Every cost and update works on that live sub-layer.
 struct kronecker_curvature {
+  /// Damped live sub-factor of G, order `dead.live_rows.size()`.
   damped_factor g;
+  /// Damped live sub-factor of A, order `dead.live_cols.size()`.
   damped_factor a;
+  /// The layer's dead and live rows and columns.
   dead_structure dead;
 };
 
@@ -146,6 +155,8 @@ struct kronecker_curvature {
 /// @param g output-side factor G [R, R]; @param a input-side factor A [C, C] (C includes the bias
 ///        column when the layer has one); @param w the weights `W̃` [R, C], used to find dead rows and
 ///        columns (pass an empty view to use the factors' diagonals alone).
+/// @param ctx CPU context, passed on to `damp_and_invert`.
+/// @param d damping: λ_G = `d.g` for G, λ_A = `d.a` for A, and the shared escalation settings.
 /// Cost: O(R³ + C³) flops (two Cholesky factorisations and inverses); eigendecompositions on demand.
 /// @throws logic_error on mismatched shapes or bad damping; numerical_error as `damp_and_invert`, or
 ///         when every row or every column is dead.

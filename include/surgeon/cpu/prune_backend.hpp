@@ -43,12 +43,14 @@ struct prune_backend_options {
 /// @brief The CPU backend of the pruning driver. Default-constructible and cheap to copy.
 class prune_backend {
  public:
+  /// @brief A backend with the default options (`update_threads` 1).
   prune_backend() = default;
   /// @throws logic_error when `options.update_threads` < 1.
   explicit prune_backend(prune_backend_options options) : options_(options) {
     SURGEON_EXPECTS(options_.update_threads >= 1, "cpu::prune_backend: update_threads must be >= 1, got {}",
                     options_.update_threads);
   }
+  /// @brief The options the backend was constructed with. O(1).
   const prune_backend_options& options() const noexcept { return options_; }
 
   /// Runs `task(i)` for i in [0, count), `update_threads` at a time (the driver's per-matrix
@@ -60,7 +62,10 @@ class prune_backend {
   /// @brief One calibration pass's host accumulators (double), keyed as the driver asks.
   class store : public surgeon::detail::factor_sink {
    public:
+    /// @brief True when the accumulator `key` has been defined in this store.
     bool contains(const std::string& key) const override { return bank_.contains(key); }
+    /// @brief Adds the token rows of `x` (`[tokens, dim]`, host) to the accumulator `key`.
+    /// @throws logic_error if `key` is not defined, or as `factor_accumulator::add`.
     void add(const std::string& key, host_matrix_view<const float> x) override { bank_.add(ctx_, key, x); }
 
    private:
@@ -68,11 +73,18 @@ class prune_backend {
     context ctx_;
     factor_bank<double> bank_;
   };
+  /// @brief The per-layer curvature type of this backend: `cpu::kronecker_curvature`.
   using curvature = kronecker_curvature;
+  /// @brief The per-layer cost matrix type of this backend: an owning host `[R, C]` double matrix.
   using costs = host_matrix<double>;
 
+  /// @brief A new, empty store (no accumulators defined).
   std::unique_ptr<store> make_store() const { return std::make_unique<store>(); }
+  /// @brief Defines the double accumulator `key` of `dim` features in `s` (default options).
+  /// @throws logic_error if `key` exists with another dimension.
   void define(store& s, const std::string& key, index_t dim) const { s.bank_.define(key, dim); }
+  /// @brief True when the accumulator `key` of `s` has seen no token rows.
+  /// @throws logic_error if `key` is not defined.
   bool empty(const store& s, const std::string& key) const { return s.bank_.at(key).empty(); }
   /// The diagonal of the accumulated (unnormalised) state: only its zeros matter.
   std::vector<double> diagonal(const store& s, const std::string& key) const {
@@ -105,37 +117,47 @@ class prune_backend {
     return cpu::factorize(ctx_, g.view(), a.view(), d, w);
   }
 
+  /// @brief Element costs `[R, C]` of one layer: `cpu::element_costs` on this backend's context.
   costs element_costs(method how, const curvature& c, host_matrix_view<const float> w) {
     return cpu::element_costs(ctx_, how, c, w);
   }
+  /// @brief An all-zero `[rows, cols]` cost matrix.
   costs zero_costs(index_t rows, index_t cols) const { return host_matrix<double>(rows, cols); }
   /// Costs computed on the host (the diagonal methods'), as they are.
   costs host_costs(host_matrix<double> c) const { return c; }
+  /// @brief Row costs (R of them) of one layer: `cpu::row_costs` on this backend's context.
   std::vector<double> row_costs(method how, const curvature& c, host_matrix_view<const float> w) {
     return cpu::row_costs(ctx_, how, c, w);
   }
+  /// @brief Column costs (C of them) of one layer: `cpu::column_costs` on this backend's context.
   std::vector<double> column_costs(method how, const curvature& c, host_matrix_view<const float> w) {
     return cpu::column_costs(ctx_, how, c, w);
   }
 
+  /// @brief Global unstructured selection over all layers' costs: `surgeon::select_unstructured`.
   selection select_unstructured(const std::vector<costs>& c, double sparsity) const {
     return surgeon::select_unstructured(views(c), sparsity);
   }
+  /// @brief Per-row selection over all layers' costs: `surgeon::select_per_row`.
   selection select_per_row(const std::vector<costs>& c, double sparsity) const {
     return surgeon::select_per_row(views(c), sparsity);
   }
+  /// @brief Global N:M selection over all layers' costs: `surgeon::select_nm`.
   selection select_nm(const std::vector<costs>& c, nm_pattern p, double sparsity) const {
     return surgeon::select_nm(views(c), p, sparsity);
   }
 
+  /// @brief Removes whole rows and columns of `w` in place: `cpu::update_rows_columns`.
   void update_rows_columns(const curvature& c, host_matrix_view<float> w, const std::vector<index_t>& rows,
                            const std::vector<index_t>& cols) {
     cpu::update_rows_columns(ctx_, c, w, rows, cols);
   }
+  /// @brief OBS update of `w` in place for the mask `pruned`, chunked by `budget`: `cpu::obs_update`.
   update_report obs_update(const curvature& c, host_matrix_view<float> w, const mask& pruned,
                            correlate budget) {
     return cpu::obs_update(ctx_, c, w, pruned, budget);
   }
+  /// @brief Whole-mask OBS update of `w` in place by conjugate gradients: `cpu::obs_update_full`.
   update_report obs_update_full(const curvature& c, host_matrix_view<float> w, const mask& pruned,
                                 pcg_options options) {
     return cpu::obs_update_full(ctx_, c, w, pruned, options);

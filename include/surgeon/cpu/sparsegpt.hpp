@@ -274,6 +274,7 @@ mask sparsegpt_run(host_matrix_view<const double> h, host_matrix_view<T> w, cons
 /// @param w weights [R, C], host, row-major with any `ld`; updated in place, pruned entries exactly 0.
 /// @param sparsity fraction of the layer to prune, in [0, 1). Weights already exactly 0 and dead
 ///        inputs count as pruned first.
+/// @param options block size and relative damping of `h`.
 /// @return the mask of every pruned weight [R, C] (including the forced ones).
 /// Cost: O(R·C² + C³) flops (C³ for the factorisations, R·C² for the lazy updates, R·C·B within
 /// blocks); memory O(R·C + C²) doubles.
@@ -294,6 +295,7 @@ mask sparsegpt_prune(context& /*ctx*/, host_matrix_view<const double> h, host_ma
 /// @param h input covariance A [C, C], host, symmetric (lower triangle used), undamped.
 /// @param w weights [R, C], host; updated in place, pruned entries exactly 0.
 /// @param pattern N:M with 0 < N <= M and M dividing C. Weights already exactly 0 count towards N.
+/// @param options block size (rounded up to a multiple of M) and relative damping of `h`.
 /// @return the mask of every pruned weight [R, C].
 /// Cost: O(R·C² + C³) flops; memory O(R·C + C²) doubles.
 /// @throws logic_error if `h` is not [C, C], the pattern is invalid (N > M, M not dividing C),
@@ -310,7 +312,11 @@ mask sparsegpt_prune(context& /*ctx*/, host_matrix_view<const double> h, host_ma
 
 /// @brief Unstructured SparseGPT that also prunes every weight of `must_prune` (e.g. the mask of
 /// an earlier shot), whatever its score; those weights count towards `round(s·R·C)` and end exactly 0.
+/// @param h input covariance A [C, C], host, symmetric (lower triangle used), undamped.
+/// @param w weights [R, C], host; updated in place, pruned entries exactly 0.
+/// @param sparsity fraction of the layer to prune, in [0, 1), `must_prune` included.
 /// @param must_prune [R, C] mask of weights that must be pruned.
+/// @param options block size and relative damping of `h`.
 /// Cost, parameters and other throws as the unstructured overload.
 /// @throws logic_error also if `must_prune` is not [R, C].
 template <typename T>
@@ -323,7 +329,11 @@ mask sparsegpt_prune(context& /*ctx*/, host_matrix_view<const double> h, host_ma
 
 /// @brief N:M SparseGPT that also prunes every weight of `must_prune`; they count towards each
 /// group's N (a group with more than N of them loses all of them) and end exactly 0.
+/// @param h input covariance A [C, C], host, symmetric (lower triangle used), undamped.
+/// @param w weights [R, C], host; updated in place, pruned entries exactly 0.
+/// @param pattern N:M with 0 < N <= M and M dividing C.
 /// @param must_prune [R, C] mask of weights that must be pruned.
+/// @param options block size (rounded up to a multiple of M) and relative damping of `h`.
 /// Cost, parameters and other throws as the N:M overload.
 /// @throws logic_error also if `must_prune` is not [R, C].
 template <typename T>

@@ -233,7 +233,9 @@ class context {
   }
   context(const context&) = delete;
   context& operator=(const context&) = delete;
+  /// @brief Move constructor (never reached: no context can be constructed).
   context(context&&) noexcept = default;
+  /// @brief Move assignment (never reached: no context can be constructed).
   context& operator=(context&&) noexcept = default;
   ~context() = default;
 

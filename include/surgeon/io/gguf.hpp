@@ -686,6 +686,7 @@ class gguf_reader {
   }
 
   /// @brief Validates a GGUF file held in memory and takes ownership of it.
+  /// @param bytes the whole GGUF file; moved into the reader, which keeps it for its lifetime.
   /// @param source names the bytes in error messages.
   /// @throws io_error naming `source` if: the magic is not "GGUF"; the version is not 2 or 3
   ///         (version 1 and big-endian files are named as such); any count, string or array

@@ -83,9 +83,38 @@ struct llama2c_config {
 /// @brief A complete llama2.c checkpoint in host memory, arrays exactly as in the file (see the
 /// file comment for shapes); `wcls` is empty when `config.shared_classifier`.
 struct llama2c_checkpoint {
+  /// The header fields (the sign of the stored vocab_size decoded into `shared_classifier`).
   llama2c_config config;
   std::vector<float> tok_embeddings, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final, freq_cis_real,
       freq_cis_imag, wcls;
+  /// @var llama2c_checkpoint::tok_embeddings
+  /// Token embeddings `[vocab, dim]`, row-major.
+  /// @var llama2c_checkpoint::rms_att
+  /// RMSNorm weights before attention, `[L, dim]` (L = n_layers).
+  /// @var llama2c_checkpoint::wq
+  /// Query projections `[L, dim, dim]`, each `[out, in]` row-major.
+  /// @var llama2c_checkpoint::wk
+  /// Key projections `[L, kv_dim, dim]`, each `[out, in]` row-major.
+  /// @var llama2c_checkpoint::wv
+  /// Value projections `[L, kv_dim, dim]`, each `[out, in]` row-major.
+  /// @var llama2c_checkpoint::wo
+  /// Attention output projections `[L, dim, dim]`, each `[out, in]` row-major.
+  /// @var llama2c_checkpoint::rms_ffn
+  /// RMSNorm weights before the feed-forward block, `[L, dim]`.
+  /// @var llama2c_checkpoint::w1
+  /// Feed-forward gate projections `[L, hidden, dim]`, each `[out, in]` row-major.
+  /// @var llama2c_checkpoint::w2
+  /// Feed-forward down projections `[L, dim, hidden]`, each `[out, in]` row-major.
+  /// @var llama2c_checkpoint::w3
+  /// Feed-forward up projections `[L, hidden, dim]`, each `[out, in]` row-major.
+  /// @var llama2c_checkpoint::rms_final
+  /// Final RMSNorm weights `[dim]`.
+  /// @var llama2c_checkpoint::freq_cis_real
+  /// Real parts of the rotary-embedding frequencies `[seq_len, head_dim/2]`.
+  /// @var llama2c_checkpoint::freq_cis_imag
+  /// Imaginary parts of the rotary-embedding frequencies `[seq_len, head_dim/2]`.
+  /// @var llama2c_checkpoint::wcls
+  /// Untied classifier `[vocab, dim]`; empty when `config.shared_classifier`.
 };
 
 /// @brief The vocabulary of a llama2.c tokenizer file.
@@ -100,10 +129,15 @@ struct llama2c_vocab {
 
 /// @brief Plausibility caps of `read_llama2c_checkpoint`; a header beyond them is rejected.
 struct llama2c_limits {
+  /// Largest accepted `dim`.
   static constexpr std::int32_t max_dim = 65536;
+  /// Largest accepted `hidden_dim`.
   static constexpr std::int32_t max_hidden_dim = 1 << 20;
+  /// Largest accepted `n_layers`.
   static constexpr std::int32_t max_layers = 1024;
+  /// Largest accepted `vocab_size` (also the bound on the tokenizer readers' `vocab_size`).
   static constexpr std::int32_t max_vocab = 1 << 24;
+  /// Largest accepted `seq_len`.
   static constexpr std::int32_t max_seq_len = 1 << 24;
   /// Largest `max_token_length` of a tokenizer file.
   static constexpr std::int32_t max_token_length = 1 << 16;
@@ -277,6 +311,8 @@ inline void check_llama2c_checkpoint(const llama2c_checkpoint& ck, llama2c_layou
 
 /// @brief Parses a llama2.c checkpoint held in memory (`size` bytes at `data`, host memory).
 /// @param source names the bytes in error messages.
+/// @param data the bytes of a whole checkpoint file, host memory.
+/// @param size number of bytes at `data`.
 /// @throws io_error naming `source` if there are fewer than 28 bytes; a header field is not
 ///         positive or beyond `llama2c_limits` (dim ≤ 65536, hidden_dim ≤ 2^20, n_layers ≤ 1024,
 ///         vocab ≤ 2^24, seq_len ≤ 2^24); n_heads does not divide dim, n_kv_heads does not divide
@@ -379,6 +415,9 @@ inline void write_llama2c_checkpoint(const std::string& path, const llama2c_chec
 }
 
 /// @brief Parses a llama2.c tokenizer held in memory with exactly `vocab_size` tokens.
+/// @param data the bytes of a whole tokenizer file, host memory.
+/// @param size number of bytes at `data`.
+/// @param vocab_size number of tokens to read (the model's vocab_size).
 /// @param source names the bytes in error messages.
 /// @throws logic_error if `vocab_size` is not in `[1, llama2c_limits::max_vocab]`;
 ///         io_error naming `source` if the bytes end early, `max_token_length` is not in

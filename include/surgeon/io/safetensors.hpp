@@ -295,6 +295,7 @@ class safetensors_reader {
   }
 
   /// @brief Validates a safetensors file held in memory and takes ownership of it.
+  /// @param bytes the whole safetensors file; moved into the reader, which keeps it for its lifetime.
   /// @param source names the bytes in error messages.
   /// @throws io_error naming `source` if: there are fewer than 8 bytes; the header length is
   ///         above `max_header_bytes` or beyond the end; the header is not valid JSON or not an

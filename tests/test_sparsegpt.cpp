@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "support/catch.hpp"
+#include "support/obs_oracle.hpp"
 #include "support/random.hpp"
 
 using surgeon::host_matrix;
@@ -21,16 +22,8 @@ using surgeon::cpu::sparsegpt_prune;
 
 namespace {
 
-using dense = Eigen::MatrixXd;
-
-template <typename View>
-dense to_dense(const View& v) {
-  dense result(v.rows(), v.cols());
-  for (index_t i = 0; i < v.rows(); ++i) {
-    for (index_t j = 0; j < v.cols(); ++j) result(i, j) = static_cast<double>(v(i, j));
-  }
-  return result;
-}
+using surgeon::test::dense;
+using surgeon::test::to_dense;
 
 host_matrix<double> from_dense(const dense& m) {
   host_matrix<double> result(m.rows(), m.cols());

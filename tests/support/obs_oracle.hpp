@@ -16,6 +16,16 @@ namespace surgeon::test {
 using dense = Eigen::MatrixXd;
 using dense_vector = Eigen::VectorXd;
 
+/// A dense double copy of any `[rows, cols]` host matrix or view with element access `m(i, j)`.
+template <typename Matrix>
+dense to_dense(const Matrix& m) {
+  dense result(m.rows(), m.cols());
+  for (index_t i = 0; i < m.rows(); ++i) {
+    for (index_t j = 0; j < m.cols(); ++j) result(i, j) = static_cast<double>(m(i, j));
+  }
+  return result;
+}
+
 /// `G ⊗ A` with row-major vectorisation: entry ((i, j), (k, l)) = G(i, k) · A(j, l).
 inline dense kronecker(const dense& g, const dense& a) {
   const index_t r = g.rows();

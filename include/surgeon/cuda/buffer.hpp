@@ -49,6 +49,7 @@ class device_buffer {
                 "device_buffer<T>: T must not be cv-qualified");
 
  public:
+  /// @brief The element type `T`.
   using value_type = T;
 
   /// @brief An empty buffer (no stream, no memory).
@@ -79,11 +80,14 @@ class device_buffer {
   device_buffer(const device_buffer&) = delete;
   device_buffer& operator=(const device_buffer&) = delete;
 
+  /// @brief Takes over `other`'s memory and stream; `other` is left empty. Cost: O(1), no device work.
   device_buffer(device_buffer&& other) noexcept
       : stream_(std::move(other.stream_)),
         data_(std::exchange(other.data_, nullptr)),
         size_(std::exchange(other.size_, 0)) {}
 
+  /// @brief Enqueues the free of this buffer's memory on its own stream, then takes over `other`'s
+  /// memory and stream; `other` is left empty. Self-assignment does nothing.
   device_buffer& operator=(device_buffer&& other) noexcept {
     if (this != &other) {
       release();
@@ -99,11 +103,13 @@ class device_buffer {
 
   /// @brief Device pointer to the first element (null when empty).
   T* data() noexcept { return data_; }
+  /// @brief Device pointer to the first element, read-only (null when empty).
   const T* data() const noexcept { return data_; }
   /// @brief Number of elements.
   index_t size() const noexcept { return size_; }
   /// @brief Number of bytes (`size() * sizeof(T)`).
   std::size_t size_bytes() const noexcept { return static_cast<std::size_t>(size_) * sizeof(T); }
+  /// @brief Whether the buffer holds no elements (`size() == 0`).
   bool empty() const noexcept { return size_ == 0; }
   /// @brief The stream the buffer is ordered on (null for an empty default-constructed buffer).
   cudaStream_t stream() const noexcept { return stream_.get(); }
@@ -124,6 +130,7 @@ class device_buffer {
 
   /// @brief The whole buffer as a contiguous device vector view.
   device_vector_view<T> flat_view() noexcept { return device_vector_view<T>(data_, size_); }
+  /// @brief The whole buffer as a contiguous, read-only device vector view.
   device_vector_view<const T> flat_view() const noexcept { return device_vector_view<const T>(data_, size_); }
 
   /// @brief Enqueues a copy of `count` elements from host memory `src` into the buffer's first

@@ -141,12 +141,16 @@ class context {
   context(const context&) = delete;
   context& operator=(const context&) = delete;
 
+  /// @brief Takes over `other`'s device, stream and cuBLAS/cuSOLVER handles; `other` is left
+  /// moved-from (null stream and handles). Cost: O(1).
   context(context&& other) noexcept
       : device_(other.device_),
         stream_(std::move(other.stream_)),
         cublas_(std::exchange(other.cublas_, nullptr)),
         cusolver_(std::exchange(other.cusolver_, nullptr)) {}
 
+  /// @brief Destroys this context's handles and releases its stream, then takes over `other`'s;
+  /// `other` is left moved-from. Self-assignment does nothing.
   context& operator=(context&& other) noexcept {
     if (this != &other) {
       release();

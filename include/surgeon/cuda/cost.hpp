@@ -132,6 +132,9 @@ inline std::vector<double> scatter_to_layer(const device_buffer<double>& live,
 /// | kobd | ½ W_ij² G_ii A_jj |
 /// | sparsegpt, llm_surgeon | W_ij² / (2 [Ĝ⁻¹]_ii [Â⁻¹]_jj) |
 ///
+/// @param ctx the CUDA context; everything runs on its stream.
+/// @param how the pruning method whose cost is computed (every method has an element cost).
+/// @param curvature the layer's curvature, factorised for `w` (its live rows, columns and factors).
 /// @param w the weights `W̃` `[R, C]`, device, float or double, any `ld`.
 /// @param out `[R, C]` device doubles (any `ld`), overwritten; dead rows and columns get 0.
 /// Cost: one pass over `w` and `out` (O(R·C)) and O(R + C) for the scales; enqueued on `ctx`'s
@@ -191,6 +194,9 @@ device_buffer<double> element_costs(context& ctx, method how, const kronecker_cu
 /// @brief Row (output) pruning costs of one layer (METHOD.md §3), as in `cpu::row_costs`:
 /// magnitude ‖w_i‖², lobd ½ Σ_j W_ij² A_jj, kobd ½ G_ii w_iᵀ A w_i, llm_surgeon
 /// w_iᵀ Â w_i / (2 [Ĝ⁻¹]_ii); dead rows 0.
+/// @param ctx the CUDA context; everything runs on its stream.
+/// @param how the pruning method: magnitude, lobd, kobd or llm_surgeon.
+/// @param curvature the layer's curvature, factorised for `w`.
 /// @param w the weights `W̃` `[R, C]`, device, float or double, any `ld`.
 /// @returns R costs in double, host (the selection over rows and columns runs on the host).
 /// Cost: kobd and llm_surgeon one DGEMM of 2·r·c² flops; the others O(R·C); waits for the stream.
@@ -245,6 +251,9 @@ std::vector<double> row_costs(context& ctx, method how, const kronecker_curvatur
 /// @brief Column (input, or bias) pruning costs of one layer (METHOD.md §3), as in
 /// `cpu::column_costs`: magnitude ‖w_j‖², lobd ½ A_jj ‖w_j‖², kobd ½ A_jj w_jᵀ G w_j, llm_surgeon
 /// w_jᵀ Ĝ w_j / (2 [Â⁻¹]_jj); dead columns 0.
+/// @param ctx the CUDA context; everything runs on its stream.
+/// @param how the pruning method: magnitude, lobd, kobd or llm_surgeon.
+/// @param curvature the layer's curvature, factorised for `w`.
 /// @param w the weights `W̃` `[R, C]`, device, float or double, any `ld`.
 /// @returns C costs in double, host.
 /// Cost: kobd and llm_surgeon one DGEMM of 2·r²·c flops; the others O(R·C); waits for the stream.

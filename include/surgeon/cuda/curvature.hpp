@@ -40,8 +40,11 @@ namespace surgeon::cuda {
 /// Seen through `vectors_view()` (row-major, as every surgeon view) that is row k.
 template <typename T = double>
 struct eigen_decomposition {
+  /// @brief n, the order of the decomposed matrix.
   index_t order = 0;
+  /// @brief The n eigenvalues in ascending order, device.
   device_buffer<T> values;
+  /// @brief V, n² elements, device, column-major (eigenvector k starts at element `k * n`).
   device_buffer<T> vectors;
 
   /// @brief `[n, n]` device view whose row k is the k-th eigenvector (unit norm).
@@ -94,6 +97,7 @@ void copy_square(T* dst, device_matrix_view<const T> m, cudaStream_t stream) {
 
 /// @brief Eigendecomposition of a symmetric device matrix by cuSOLVER's divide and conquer
 /// (`syevd`), on `ctx`'s stream; waits for the routine's `info`.
+/// @param ctx the CUDA context: its cuSOLVER handle and stream run the routine.
 /// @param m symmetric `[n, n]`, device (the triangle that is the lower one in column-major order,
 ///        i.e. the upper triangle of the row-major view, is read; pass a symmetric matrix).
 /// Cost: about 9n³ flops; workspace of about 2n² elements plus the n² copy.
@@ -129,7 +133,9 @@ eigen_decomposition<T> symmetric_eigen(context& ctx, device_matrix_view<const T>
   return result;
 }
 
-/// @copydoc symmetric_eigen(context&, device_matrix_view<const T>)
+/// @brief Eigendecomposition of a symmetric device matrix given through a mutable view: the same as
+/// the overload taking `device_matrix_view<const T>`, with the same context, cost and exceptions
+/// (the matrix is copied and left unchanged).
 template <typename T>
 eigen_decomposition<T> symmetric_eigen(context& ctx, device_matrix_view<T> m) {
   return symmetric_eigen(ctx, device_matrix_view<const T>(m));
@@ -160,6 +166,7 @@ class damped_factor {
     if (!eigen_) eigen_ = std::make_shared<const eigen_decomposition<double>>(symmetric_eigen(ctx, damped()));
     return *eigen_;
   }
+  /// @brief Whether the eigendecomposition has been computed and cached (by `eigen`). Cost: O(1).
   bool has_eigen() const { return eigen_ != nullptr; }
 
  private:
@@ -179,8 +186,11 @@ class damped_factor {
 /// factorisation is retried, at most `d.max_escalations` times. The inverse comes from `potri` on
 /// the Cholesky factor, then its lower triangle is mirrored onto the upper one. The mode,
 /// escalation and retry limit come from `d`; its `g`/`a` fields are ignored in favour of `lambda`.
+/// @param ctx the CUDA context: its cuSOLVER handle and stream run the factorisations.
 /// @param factor symmetric `[n, n]`, device, any leading dimension (every entry is checked to be
 ///        finite; the Cholesky reads one triangle: pass a symmetric matrix).
+/// @param lambda the initial damping λ (≥ 0, finite), relative or absolute as `d` says.
+/// @param d the damping options: mode, escalation factor and retry limit.
 /// Work is enqueued on `ctx`'s stream; the call waits for each attempt's `info`, and the returned
 /// matrices are ready in stream order.
 /// Cost: n³/3 flops per attempt plus 2n³/3 for the inverse; device memory for two n² matrices and
@@ -287,9 +297,13 @@ struct device_layer_indices {
 /// `dead.live_rows[k]` of the layer, and every cost and update works on that live sub-layer.
 /// Move-only (device memory).
 struct kronecker_curvature {
+  /// @brief The damped output-side factor Ĝ on the r live rows, `[r, r]`, device.
   damped_factor g;
+  /// @brief The damped input-side factor Â on the c live columns, `[c, c]`, device.
   damped_factor a;
+  /// @brief Which layer rows and columns are live or dead (host index lists).
   dead_structure dead;
+  /// @brief The index lists of `dead` and each layer index's live position, in device memory.
   device_layer_indices indices;
 };
 
@@ -348,9 +362,11 @@ dead_structure find_dead_on_device(context& ctx, device_matrix_view<const double
 /// Finds the dead rows and columns (METHOD.md §2; from the factors' diagonals alone when `w` is
 /// empty), restricts G and A to the live indices, damps and inverts each (`damp_and_invert`, with
 /// escalation), and uploads the index lists the layer kernels use.
+/// @param ctx the CUDA context; everything runs on its stream.
 /// @param g output-side factor G `[R, R]`, device, symmetric; @param a input-side factor A `[C, C]`
 ///        (C includes the bias column when the layer has one); @param w the weights `W̃ [R, C]`,
 ///        device, float or double, any `ld` (or empty).
+/// @param d the damping: λ for G (`d.g`) and A (`d.a`), the mode and the escalation policy.
 /// The result is ready in the order of `ctx`'s stream: use it with `ctx` (as the driver does), or
 /// synchronize `ctx` before handing it to work on another context's stream.
 /// Cost: O(R³ + C³) flops on the device (two Cholesky factorisations and inverses); a few small

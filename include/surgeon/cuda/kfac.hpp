@@ -236,6 +236,7 @@ class device_factor_accumulator {
                 "device_factor_accumulator<float|double>");
 
  public:
+  /// @brief The element type `T` of the device state (float or double).
   using value_type = T;
   /// Tokens converted per block when the input precision differs from T.
   static constexpr index_t convert_block = 2048;
@@ -273,11 +274,15 @@ class device_factor_accumulator {
   index_t dim() const { return dim_; }
   /// @brief Order of the factor: `dim() + 1` with bias augmentation, else `dim()`.
   index_t size() const { return dim_ + (options_.bias ? 1 : 0); }
+  /// @brief Whether inputs are augmented with a bias 1 (`options().bias`).
   bool has_bias() const { return options_.bias; }
+  /// @brief Whether the factor is an exponential moving average (`options().ema_decay` is set).
   bool is_ema() const { return options_.ema_decay.has_value(); }
+  /// @brief The options the accumulator was made with.
   const accumulator_options& options() const { return options_; }
   /// @brief Token rows seen so far.
   std::int64_t count() const { return count_; }
+  /// @brief Whether no token row has been added yet (`count() == 0`).
   bool empty() const { return count_ == 0; }
 
   /// @brief The raw device state: column-major `size() x size()`, lower triangle valid (the

@@ -99,11 +99,15 @@ class device_mask {
     return result;
   }
 
+  /// @brief Number of rows of the masked matrix.
   index_t rows() const { return rows_; }
+  /// @brief Number of columns of the masked matrix.
   index_t cols() const { return cols_; }
+  /// @brief 64-bit words per row, `ceil(cols() / 64)`.
   index_t words_per_row() const { return words_per_row_; }
   /// @brief Device pointer to the `rows·words_per_row()` words.
   const std::uint64_t* words() const { return words_.data(); }
+  /// @brief Mutable device pointer to the `rows·words_per_row()` words (writes are stream-ordered).
   std::uint64_t* words() { return words_.data(); }
 
   /// @brief The mask copied to the host (waits for the stream).

@@ -69,8 +69,13 @@ class prune_backend {
   /// one shared staging area (two of the largest batch, not two per factor).
   class store : public surgeon::detail::factor_sink {
    public:
+    /// @brief An empty store on `ctx` (which must outlive it), with its shared staging area.
     explicit store(context& ctx) : ctx_(&ctx), staging_(ctx) {}
+    /// @brief Whether an accumulator was defined for `key`.
     bool contains(const std::string& key) const override { return factors_.count(key) != 0; }
+    /// @brief Adds the host batch `x` (`[tokens, dim]`, float) to `key`'s device accumulator,
+    /// staged through the shared area (`device_factor_accumulator::add`).
+    /// @throws std::out_of_range if `key` was not defined; as `device_factor_accumulator::add`.
     void add(const std::string& key, host_matrix_view<const float> x) override {
       factors_.at(key).add(*ctx_, x, staging_);
     }
@@ -85,27 +90,40 @@ class prune_backend {
   /// @brief One matrix's element costs, packed `[rows, cols]`: on the device, or on the host
   /// with `prune_backend_options::costs_on_host`.
   struct costs {
+    /// @brief The `rows·cols` costs, device, row-major; empty with `costs_on_host`.
     device_buffer<double> values;
+    /// @brief The `rows·cols` costs, host, row-major; empty unless `costs_on_host`.
     std::vector<double> host_values;
+    /// @brief Number of rows R of the matrix.
     index_t rows = 0;
+    /// @brief Number of columns C of the matrix.
     index_t cols = 0;
+    /// @brief `values` as a `[rows, cols]` device view.
     device_matrix_view<const double> view() const { return values.view(rows, cols); }
+    /// @brief `host_values` as a `[rows, cols]` host view.
     host_matrix_view<const double> host_view() const {
       return host_matrix_view<const double>(host_values.data(), rows, cols);
     }
   };
+  /// @brief A layer's curvature on this backend: the device `kronecker_curvature`.
   using curvature = kronecker_curvature;
 
+  /// @brief A backend on `ctx` (which must outlive it); `options` as `prune_backend_options`.
   explicit prune_backend(context& ctx, prune_backend_options options = {}) : ctx_(&ctx), options_(options) {}
 
   /// @brief Waits for the work queued on the context's stream (the driver calls it at the end of
   /// each phase it times, `shot_timings`).
   void synchronize() const { ctx_->synchronize(); }
 
+  /// @brief A new, empty store of device accumulators on the backend's context.
   std::unique_ptr<store> make_store() const { return std::make_unique<store>(*ctx_); }
+  /// @brief Defines in `s` a double accumulator of `dim` features for `key` (default options),
+  /// unless one exists already. Cost: `dim²` doubles of device memory for a new one.
   void define(store& s, const std::string& key, index_t dim) const {
     if (s.factors_.count(key) == 0) s.factors_.emplace(key, device_factor_accumulator<double>(*ctx_, dim));
   }
+  /// @brief Whether `key`'s accumulator in `s` has seen no token yet.
+  /// @throws std::out_of_range if `key` was not defined.
   bool empty(const store& s, const std::string& key) const { return s.factors_.at(key).empty(); }
   /// The diagonal of the accumulated (unnormalised) state, on the host: only its zeros matter.
   std::vector<double> diagonal(const store& s, const std::string& key) const {
@@ -132,6 +150,8 @@ class prune_backend {
                                   weights.view(w.rows(), w.cols()));
   }
 
+  /// @brief Element costs of the host weights `w` `[R, C]` (uploaded, waits for the copy) by
+  /// `cuda::element_costs`, kept on the device, or copied to the host with `costs_on_host`.
   costs element_costs(method how, const curvature& c, host_matrix_view<const float> w) {
     const device_buffer<float> weights = upload(w);
     costs result{
@@ -153,6 +173,8 @@ class prune_backend {
     }
     return result;
   }
+  /// @brief `[rows, cols]` costs of 0, on the device (zeroed on the stream) or on the host with
+  /// `costs_on_host`.
   costs zero_costs(index_t rows, index_t cols) const {
     costs result{{}, {}, rows, cols};
     if (options_.costs_on_host) {
@@ -163,34 +185,48 @@ class prune_backend {
     }
     return result;
   }
+  /// @brief Row costs of the host weights `w` `[R, C]` (uploaded) by `cuda::row_costs`: R host
+  /// doubles.
   std::vector<double> row_costs(method how, const curvature& c, host_matrix_view<const float> w) {
     const device_buffer<float> weights = upload(w);
     return cuda::row_costs<float>(*ctx_, how, c, weights.view(w.rows(), w.cols()));
   }
+  /// @brief Column costs of the host weights `w` `[R, C]` (uploaded) by `cuda::column_costs`: C
+  /// host doubles.
   std::vector<double> column_costs(method how, const curvature& c, host_matrix_view<const float> w) {
     const device_buffer<float> weights = upload(w);
     return cuda::column_costs<float>(*ctx_, how, c, weights.view(w.rows(), w.cols()));
   }
 
+  /// @brief The global element-wise selection over every matrix's costs: `cuda::select_unstructured`
+  /// on the device, or `surgeon::select_unstructured` on the host with `costs_on_host`.
   selection select_unstructured(const std::vector<costs>& c, double sparsity) const {
     if (options_.costs_on_host) return surgeon::select_unstructured(host_views(c), sparsity);
     return cuda::select_unstructured(*ctx_, views(c), sparsity);
   }
+  /// @brief The per-row selection: `cuda::select_per_row` on the device, or
+  /// `surgeon::select_per_row` on the host with `costs_on_host`.
   selection select_per_row(const std::vector<costs>& c, double sparsity) const {
     if (options_.costs_on_host) return surgeon::select_per_row(host_views(c), sparsity);
     return cuda::select_per_row(*ctx_, views(c), sparsity);
   }
+  /// @brief The N:M selection with pattern `p`: `cuda::select_nm` on the device, or
+  /// `surgeon::select_nm` on the host with `costs_on_host`.
   selection select_nm(const std::vector<costs>& c, nm_pattern p, double sparsity) const {
     if (options_.costs_on_host) return surgeon::select_nm(host_views(c), p, sparsity);
     return cuda::select_nm(*ctx_, views(c), p, sparsity);
   }
 
+  /// @brief Removes `rows` and `cols` of the host weights `w` `[R, C]` with their OBS update
+  /// (`cuda::update_rows_columns`): uploads `w`, updates on the device, copies it back (waits).
   void update_rows_columns(const curvature& c, host_matrix_view<float> w, const std::vector<index_t>& rows,
                            const std::vector<index_t>& cols) {
     device_buffer<float> weights = upload(w);
     cuda::update_rows_columns(*ctx_, c, weights.view(w.rows(), w.cols()), rows, cols);
     download(weights, w);
   }
+  /// @brief The OBS update of the host weights `w` `[R, C]` for the `pruned` mask within `budget`
+  /// (`cuda::obs_update`): uploads `w`, updates on the device, copies it back (waits).
   update_report obs_update(const curvature& c, host_matrix_view<float> w, const mask& pruned,
                            correlate budget) {
     device_buffer<float> weights = upload(w);
@@ -198,6 +234,8 @@ class prune_backend {
     download(weights, w);
     return report;
   }
+  /// @brief The full OBS update of the host weights `w` `[R, C]` for the `pruned` mask by PCG
+  /// with `options` (`cuda::obs_update_full`): uploads `w`, updates on the device, copies it back.
   update_report obs_update_full(const curvature& c, host_matrix_view<float> w, const mask& pruned,
                                 pcg_options options) {
     device_buffer<float> weights = upload(w);

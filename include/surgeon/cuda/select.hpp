@@ -73,6 +73,7 @@ struct device_selection {
 /// @brief The host copy of a device selection: its masks copied to host memory (all copies are
 /// enqueued, then one synchronization of `ctx`'s stream), threshold and removed unchanged.
 /// @param ctx the context the masks were made with.
+/// @param chosen the device selection to copy; its masks are read, not changed.
 /// Cost: Σ rows·ceil(cols/64)·8 bytes copied; one stream synchronization.
 /// @throws cuda_error if a copy or the synchronization fails.
 inline selection to_host(const context& ctx, const device_selection& chosen) {

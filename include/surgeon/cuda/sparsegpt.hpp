@@ -298,6 +298,7 @@ mask sparsegpt_run(context& ctx, device_matrix_view<const double> h, device_matr
 /// @param w weights [R, C], device, row-major with any `ld`; updated in place, pruned entries exactly 0.
 /// @param sparsity fraction of the layer to prune, in [0, 1). Weights already exactly 0 and dead
 ///        inputs count as pruned first.
+/// @param options the block size and relative damping λ (`H += λ·mean(diag H)·I`).
 /// @return the host mask of every pruned weight [R, C] (including the forced ones). The call waits
 ///         for the stream: `w` holds the result on return.
 /// Cost: O(R·C² + C³) flops (C³ for the factorisations, R·C² for the lazy updates in cuBLAS, R·C·B
@@ -319,9 +320,11 @@ mask sparsegpt_prune(context& ctx, device_matrix_view<const double> h, device_ma
 /// @brief SparseGPT with an N:M pattern on the device: in every row, each group of M consecutive
 /// columns loses its N lowest-scoring weights, with row-wise OBS updates (G = I, H = `h`).
 /// @tparam T weight type, float or double.
+/// @param ctx the CUDA context; everything runs on its stream.
 /// @param h input covariance A [C, C], device, symmetric (lower triangle used), undamped.
 /// @param w weights [R, C], device; updated in place, pruned entries exactly 0.
 /// @param pattern N:M with 0 < N <= M and M dividing C. Weights already exactly 0 count towards N.
+/// @param options the block size and relative damping λ (`H += λ·mean(diag H)·I`).
 /// @return the host mask of every pruned weight [R, C]; `w` holds the result on return.
 /// Cost: O(R·C² + C³) flops (plus O(R·C·M) for the group choices); device memory O(R·C + C²).
 /// @throws logic_error if `h` is not [C, C], the pattern is invalid (N > M, M not dividing C),
@@ -338,7 +341,12 @@ mask sparsegpt_prune(context& ctx, device_matrix_view<const double> h, device_ma
 
 /// @brief Unstructured SparseGPT that also prunes every weight of `must_prune` (e.g. the mask of
 /// an earlier shot), whatever its score; those weights count towards `round(s·R·C)` and end exactly 0.
+/// @param ctx the CUDA context; everything runs on its stream.
+/// @param h input covariance A [C, C], device, symmetric (lower triangle used), undamped.
+/// @param w weights [R, C], device, any `ld`; updated in place, pruned entries exactly 0.
+/// @param sparsity fraction of the layer to prune, in [0, 1), `must_prune` included.
 /// @param must_prune [R, C] host mask of weights that must be pruned (copied to the device).
+/// @param options the block size and relative damping λ (`H += λ·mean(diag H)·I`).
 /// Cost, parameters and other throws as the unstructured overload.
 /// @throws logic_error also if `must_prune` is not [R, C].
 template <typename T>
@@ -351,7 +359,12 @@ mask sparsegpt_prune(context& ctx, device_matrix_view<const double> h, device_ma
 
 /// @brief N:M SparseGPT that also prunes every weight of `must_prune`; they count towards each
 /// group's N (a group with more than N of them loses all of them) and end exactly 0.
+/// @param ctx the CUDA context; everything runs on its stream.
+/// @param h input covariance A [C, C], device, symmetric (lower triangle used), undamped.
+/// @param w weights [R, C], device, any `ld`; updated in place, pruned entries exactly 0.
+/// @param pattern N:M with 0 < N <= M and M dividing C.
 /// @param must_prune [R, C] host mask of weights that must be pruned (copied to the device).
+/// @param options the block size and relative damping λ (`H += λ·mean(diag H)·I`).
 /// Cost, parameters and other throws as the N:M overload.
 /// @throws logic_error also if `must_prune` is not [R, C].
 template <typename T>

@@ -197,6 +197,8 @@ void zero_layer_rows_columns(context& ctx, device_matrix_view<T> w, const std::v
 /// @brief Removes a set of whole rows (outputs) with the joint OBS update (METHOD.md §4):
 /// `ΔW = −Ĝ⁻¹[:,R] ([Ĝ⁻¹]_RR)⁻¹ W̃[R,:]` on the live sub-layer, then `W̃[R,:] = 0`. As
 /// `cpu::update_rows`.
+/// @param ctx the CUDA context; everything runs on its stream.
+/// @param curv the layer's curvature, factorised for `w` (its live rows, columns and inverses).
 /// @param w weights `W̃ [R, C]`, device, float or double, any `ld`, updated in place.
 /// @param rows layer row indices (host), any order; duplicates ignored, dead rows just zeroed.
 /// Cost: k³/3 + 2k²·C + 2R·k·C flops on the device (k live rows removed); device memory
@@ -218,6 +220,8 @@ void update_rows(context& ctx, const kronecker_curvature& curv, device_matrix_vi
 
 /// @brief Removes a set of whole columns (inputs, or the bias column) with the joint OBS update
 /// (METHOD.md §4): `ΔW = −W̃[:,S] ([Â⁻¹]_SS)⁻¹ Â⁻¹[S,:]`, then `W̃[:,S] = 0`. As `cpu::update_columns`.
+/// @param ctx the CUDA context; everything runs on its stream.
+/// @param curv the layer's curvature, factorised for `w` (its live rows, columns and inverses).
 /// @param w weights `W̃ [R, C]`, device, updated in place. @param cols layer column indices (host).
 /// Cost: k³/3 + 2k²·C + 2R·k·C flops on the device. @throws as `update_rows`.
 template <typename T>
@@ -260,6 +264,8 @@ void update_rows_columns(context& ctx, const kronecker_curvature& curv, device_m
 /// `M_kl = [Ĝ⁻¹]_{r_k r_l} [Â⁻¹]_{c_k c_l}`, solve `M x = w_Q`, scatter x into Z[rows, :] and apply
 /// `ΔW = −Ĝ⁻¹[:,rows] (Z[rows,:] Â⁻¹)`; each chunk sees the previous ones' updates; at the end every
 /// masked entry is exactly 0.
+/// @param ctx the CUDA context; everything runs on its stream.
+/// @param curv the layer's curvature, factorised for `w` (its live rows, columns and inverses).
 /// @param w weights `W̃ [R, C]`, device, float or double, updated in place.
 /// @param pruned the host mask `[R, C]` of weights to remove (chunks are planned on the host).
 /// @param budget the correlation budget (`max`; the solver choice is ignored: direct solves).
@@ -383,7 +389,10 @@ update_report obs_update(context& ctx, const kronecker_curvature& curv, device_m
 /// multipliers of the removed entries, preconditioned by SparseGPT-like triangular sweeps; or
 /// (`pcg_form::kept_kronecker`) on the kept entries, preconditioned by `R ↦ P_K(Ĝ⁻¹ R Â⁻¹)`; then
 /// every masked entry exactly 0.
+/// @param ctx the CUDA context; everything runs on its stream.
+/// @param curv the layer's curvature, factorised for `w` (its live rows, columns and inverses).
 /// @param w weights `W̃ [R, C]`, device, updated in place. @param pruned host mask `[R, C]`.
+/// @param options the PCG options (form, tolerance, iteration limit; see `pcg_options`).
 /// @return chunks = 1 (0 for an empty Q), solved = |Q|, iterations, final ‖r‖/‖b‖, loss.
 /// Cost per iteration: 4R·C(R + C) flops (two GEMMs; SGEMMs with `float_products`) plus, for the
 /// removed form, two sweeps (about R·C² flops, C/128 DGEMMs and kernels) and three dot products

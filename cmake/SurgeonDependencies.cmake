@@ -1,6 +1,7 @@
 # Dependencies come from the system (Debian 12 packages): nothing is downloaded at configure time.
 find_package(fmt 9 REQUIRED CONFIG)
 find_package(Eigen3 3.4 REQUIRED NO_MODULE)
+find_package(nlohmann_json 3.11 REQUIRED CONFIG)
 
 # ---- CPU dense kernels ----
 include(SurgeonFindOpenBLAS)

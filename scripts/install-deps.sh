@@ -5,6 +5,8 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build git
   libeigen3-dev libfmt-dev catch2 libbenchmark-dev   # the library, its tests and benchmarks
+  nlohmann-json3-dev                                  # JSON read and written (safetensors headers, reports)
+  libcli11-dev                                        # the tools' command-line flags
   libopenblas-dev liblapacke-dev                      # the CPU backend's default dense kernels
   clang-format                                        # the formatting check
   doxygen                                             # the API reference (docs/Doxyfile)

@@ -387,11 +387,13 @@ TEST_CASE("LLM Surgeon without the update only masks: kept weights are untouched
 
 namespace {
 // toy_adapter with a quality measure: the sum of squared weights (any value the driver must
-// forward unchanged).
+// forward unchanged); it records the shots the driver names.
 struct evaluated_toy_adapter : toy_adapter {
   int evaluations = 0;
-  double evaluate() {
+  std::vector<int> shots_seen;
+  double evaluate(int shot) {
     ++evaluations;
+    shots_seen.push_back(shot);
     double sum = 0.0;
     for (const auto* w : {&w_a, &w_b, &w_c}) {
       for (const float v : *w) sum += static_cast<double>(v) * v;
@@ -417,6 +419,8 @@ TEST_CASE("any_adapter: the erased adapter prunes exactly as the adapter itself"
     CHECK(wrapped.w_c == direct.w_c);
     CHECK(wrapped.calibrations == direct.calibrations);
     CHECK(wrapped.evaluations == 2);
+    CHECK(wrapped.shots_seen == std::vector<int>{1, 2});
+    CHECK(direct.shots_seen == std::vector<int>{1, 2});
     REQUIRE(got.size() == expected.size());
     for (std::size_t t = 0; t < got.size(); ++t) {
       CHECK(got[t].removed == expected[t].removed);
@@ -427,11 +431,70 @@ TEST_CASE("any_adapter: the erased adapter prunes exactly as the adapter itself"
   }
 }
 
+TEST_CASE("cpu::prune takes a context as cuda::prune does and prunes as surgeon::prune", "[prune][adapter]") {
+  const auto how = GENERATE(surgeon::method::llm_surgeon, surgeon::method::sparsegpt, surgeon::method::kobd);
+  CAPTURE(surgeon::to_string(how));
+  toy_adapter shorthand;
+  toy_adapter with_context;
+  surgeon::prune_options options;
+  options.how = how;
+  options.shots = 2;
+  const auto expected = surgeon::prune(shorthand, options);
+  surgeon::cpu::context ctx;
+  const auto got = prune(ctx, with_context, options);  // found by argument-dependent lookup
+  CHECK(with_context.w_a == shorthand.w_a);
+  CHECK(with_context.w_b == shorthand.w_b);
+  CHECK(with_context.w_c == shorthand.w_c);
+  REQUIRE(got.size() == expected.size());
+  CHECK(got.back().removed == expected.back().removed);
+}
+
+TEST_CASE("factor_key: typed A and G keys, ordered, spelled apart", "[prune]") {
+  using surgeon::factor_key;
+  const surgeon::prunable_matrix m{"blk.0.attn_q", "blk.0.attn_in", {}};
+  CHECK(factor_key::input_of(m) == factor_key::input_of("blk.0.attn_in"));
+  CHECK(factor_key::gradient_of(m) == factor_key::gradient_of("blk.0.attn_q"));
+  CHECK_FALSE(factor_key::input_of("x") == factor_key::gradient_of("x"));  // same name, two factors
+  CHECK(factor_key::input_of("x").str() == "a:x");
+  CHECK(factor_key::gradient_of("x").str() == "g:x");
+  CHECK(factor_key::input_of("z") < factor_key::gradient_of("a"));  // kind first
+  CHECK(factor_key::input_of("a") < factor_key::input_of("b"));
+}
+
+TEST_CASE("method traits: the factors, selection and structures of each method", "[prune]") {
+  using surgeon::method;
+  using surgeon::selection_scope;
+  using surgeon::traits_of;
+  CHECK_FALSE(traits_of(method::magnitude).needs_inputs);
+  CHECK(traits_of(method::wanda).selection == selection_scope::per_row);
+  CHECK(traits_of(method::sparsegpt).selection == selection_scope::per_layer);
+  CHECK(traits_of(method::llm_surgeon).selection == selection_scope::global);
+  const auto how = GENERATE(method::magnitude, method::wanda, method::lobd, method::kobd, method::sparsegpt,
+                            method::llm_surgeon);
+  CAPTURE(surgeon::to_string(how));
+  const surgeon::method_traits t = traits_of(how);
+  // G is read exactly by the methods whose costs scale rows by it.
+  CHECK(t.needs_output_gradients == (t.row_scale != surgeon::cost_scale::one && how != method::sparsegpt));
+  // Only the OBS methods update; rows-cols needs a row score, which the per-row/per-layer ones lack.
+  CHECK(t.updates_weights == (how == method::sparsegpt || how == method::llm_surgeon));
+  CHECK(t.scores_rows_columns == (t.selection == selection_scope::global));
+  // The table agrees with the options' checks: rows-cols is refused exactly where it has no score.
+  toy_adapter model;
+  surgeon::prune_options options;
+  options.how = how;
+  options.what = surgeon::structure::rows_columns;
+  if (t.scores_rows_columns) {
+    CHECK_NOTHROW(surgeon::pruning_session<toy_adapter>(model, options));
+  } else {
+    CHECK_THROWS_AS(surgeon::pruning_session<toy_adapter>(model, options), surgeon::logic_error);
+  }
+}
+
 TEST_CASE("any_adapter: callables, no evaluation, and empty functions", "[prune][adapter]") {
   toy_adapter model;  // no evaluate(): the reports carry none
   surgeon::any_adapter erased(model);
   CHECK_FALSE(erased.has_evaluate());
-  CHECK_FALSE(erased.evaluate().has_value());
+  CHECK_FALSE(erased.evaluate(1).has_value());
   surgeon::prune_options options;
   options.shots = 1;
   const auto reports = surgeon::prune(erased, options);
@@ -439,17 +502,17 @@ TEST_CASE("any_adapter: callables, no evaluation, and empty functions", "[prune]
   CHECK(model.zeros() == total / 2);
 
   toy_adapter other;
-  int evaluations = 0;
+  std::vector<int> evaluated_shots;
   surgeon::any_adapter from_functions(
       [&]() { return other.matrices(); },
       [&](surgeon::calibration_sink& sink, int shot) { other.calibrate(sink, shot); },
-      [&]() -> std::optional<double> {
-        ++evaluations;
+      [&](int shot) -> std::optional<double> {
+        evaluated_shots.push_back(shot);
         return std::nullopt;
       });
   const auto second = surgeon::prune(from_functions, options);
   CHECK(other.w_a == model.w_a);
-  CHECK(evaluations == 1);
+  CHECK(evaluated_shots == std::vector<int>{1});
   CHECK_FALSE(second.back().evaluation.has_value());
   // A copy calls the same adapter.
   surgeon::any_adapter copy = erased;

@@ -74,8 +74,9 @@ class classifier_adapter {
     sink.output_grad("fc1", surgeon::host_matrix_view<const float>(g_hidden.data(), tokens, hidden));
   }
 
-  // Mean KL(dense ‖ pruned) over the held-out inputs: lower is better, as the driver expects.
-  double evaluate() {
+  // Mean KL(dense ‖ pruned) over the held-out inputs after shot `shot`: lower is better, as the
+  // driver expects. (The score is the same for every shot; an adapter may skip early shots.)
+  double evaluate(int /*shot*/) {
     const matrix p = model_.probabilities(held_out_);
     return (reference_.array() * (reference_.array().log() - p.array().log())).sum() / tokens;
   }

@@ -20,7 +20,8 @@
 /// Eigen-free and CUDA-free; usable by both backends' drivers.
 #pragma once
 
-#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/driver/calibration.hpp>
+#include <surgeon/driver/session.hpp>
 #include <surgeon/error.hpp>
 
 #include <functional>
@@ -31,7 +32,7 @@
 
 namespace surgeon {
 
-/// @brief A pruning-driver adapter (see detail/prune_driver.hpp) behind `std::function`s: a
+/// @brief A pruning-driver adapter (see driver.hpp) behind `std::function`s: a
 /// concrete adapter referenced by the templated constructor, or three callables. Copyable; a copy
 /// calls the same adapter. Each call costs one indirect call over the wrapped adapter's.
 class any_adapter {
@@ -40,18 +41,21 @@ class any_adapter {
   using matrices_function = std::function<std::vector<prunable_matrix>()>;
   /// Callable that runs one calibration pass into the sink; its int argument is the shot.
   using calibrate_function = std::function<void(calibration_sink&, int)>;
-  /// Returns a quality measure after a shot (lower is better), or nothing.
-  using evaluate_function = std::function<std::optional<double>()>;
+  /// Returns a quality measure after the shot it is given (lower is better), or nothing.
+  using evaluate_function = std::function<std::optional<double>(int)>;
 
-  /// @brief Erases `adapter`, which is referenced (it must outlive every call). Its `evaluate()`,
-  /// when it has one, is forwarded; without one, `evaluate()` returns nothing.
+  /// @brief Erases `adapter`, which is referenced (it must outlive every call). Its
+  /// `evaluate(int shot)` or `evaluate()`, when it has one, is forwarded; without one, `evaluate`
+  /// returns nothing.
   template <typename Adapter,
             typename = std::enable_if_t<!std::is_same_v<std::decay_t<Adapter>, any_adapter>>>
   explicit any_adapter(Adapter& adapter)
       : matrices_([&adapter]() { return adapter.matrices(); }),
         calibrate_([&adapter](calibration_sink& sink, int shot) { adapter.calibrate(sink, shot); }) {
-    if constexpr (detail::has_evaluate<Adapter>::value) {
-      evaluate_ = [&adapter]() -> std::optional<double> { return adapter.evaluate(); };
+    if constexpr (detail::has_evaluate_v<Adapter>) {
+      evaluate_ = [&adapter](int shot) -> std::optional<double> {
+        return detail::evaluate_after(adapter, shot);
+      };
     }
   }
 
@@ -67,10 +71,10 @@ class any_adapter {
   std::vector<prunable_matrix> matrices() { return matrices_(); }
   /// @brief The wrapped adapter's calibration pass for shot `shot`.
   void calibrate(calibration_sink& sink, int shot) { calibrate_(sink, shot); }
-  /// @brief The wrapped adapter's evaluation, or nothing when it has none (the shot reports then
-  /// carry no evaluation).
-  std::optional<double> evaluate() { return evaluate_ ? evaluate_() : std::nullopt; }
-  /// @brief Whether `evaluate()` can return a value.
+  /// @brief The wrapped adapter's evaluation after shot `shot`, or nothing when it has none (the
+  /// shot reports then carry no evaluation).
+  std::optional<double> evaluate(int shot) { return evaluate_ ? evaluate_(shot) : std::nullopt; }
+  /// @brief Whether `evaluate` can return a value.
   bool has_evaluate() const noexcept { return static_cast<bool>(evaluate_); }
 
  private:

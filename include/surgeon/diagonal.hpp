@@ -8,7 +8,7 @@
 /// but their diagonals. Accumulating those diagonals costs O(tokens·dim) per batch instead of the
 /// O(tokens·dim²) of a full factor, holds `dim` doubles instead of `dim²`, and needs no damping,
 /// Cholesky or inverse — for a 7B Llama's Wanda pass over 128 × 2048 tokens about 1.5·10¹⁵
-/// fewer flops and 44 GB less memory. The driver (detail/prune_driver.hpp) takes this path
+/// fewer flops and 44 GB less memory. The driver (driver/session.hpp) takes this path
 /// whenever `uses_diagonals_only` says so, on every backend; the costs equal those of
 /// `cpu::element_costs` / `cpu::row_costs` / `cpu::column_costs` from full factors up to rounding.
 #pragma once
@@ -17,6 +17,7 @@
 #include <surgeon/curvature.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/mask.hpp>
+#include <surgeon/method_traits.hpp>
 #include <surgeon/types.hpp>
 #include <surgeon/view.hpp>
 
@@ -26,14 +27,6 @@
 #include <vector>
 
 namespace surgeon {
-
-/// @brief True when the costs of `how` for `what` read only the diagonals of G and A (or neither):
-/// magnitude, Wanda, L-OBD for every structure, K-OBD except rows-cols (whose row cost wᵢᵀ A wᵢ
-/// needs the whole A, and whose column cost the whole G).
-constexpr bool uses_diagonals_only(method how, structure what) noexcept {
-  return how == method::magnitude || how == method::wanda || how == method::lobd ||
-         (how == method::kobd && what != structure::rows_columns);
-}
 
 /// @brief Accumulates the diagonal of one K-FAC factor, `Σ_t x_tj²` over token rows
 /// `[tokens, dim]`, in double: the exact diagonal of what `factor_accumulator` would hold (up to

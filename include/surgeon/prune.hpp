@@ -2,35 +2,55 @@
 /// @brief The multi-shot pruning driver (METHOD.md §5) over a caller-provided model adapter, on the
 /// CPU backend: `surgeon::pruning_session<Adapter>` and `surgeon::prune`.
 ///
-/// The library never owns the model. The caller describes it through an *adapter*:
+/// The adapter the driver prunes is described in surgeon/driver.hpp. Both backends are called
+/// the same way, the backend chosen by the context (argument-dependent lookup, as for every
+/// primitive):
 ///
 /// ```cpp
-/// struct my_adapter {
-///   // The prunable matrices: name, the key of the input they read (layers that read the same
-///   // input share one A), and a view of the weights [out, in] in the caller's buffers.
-///   std::vector<surgeon::prunable_matrix> matrices();
-///   // One calibration pass: feed every prunable matrix's inputs (once per input key) and output
-///   // gradients to the sink. `shot` lets the adapter vary or fix its sampling.
-///   void calibrate(surgeon::calibration_sink& sink, int shot);
-///   // Optional: a quality measure after each shot (e.g. perplexity); lower is better.
-///   double evaluate();
-/// };
+/// surgeon::cpu::context ctx;                     // or surgeon::cuda::context
+/// auto reports = prune(ctx, adapter, options);  // cpu::prune or cuda::prune
 /// ```
 ///
-/// Each shot t of T recomputes the K-FAC factors from the current weights, computes every
-/// matrix's costs, takes one global threshold for the target sparsity t·s/T, and applies the
-/// method's update. Weights pruned in earlier shots have cost 0 and stay exactly zero.
-///
-/// The same driver runs on the CUDA backend with `surgeon/cuda/prune.hpp` (same adapter, same
-/// options); the schedule itself is in detail/prune_driver.hpp.
+/// `surgeon::prune(adapter, options)` is the CPU form without a context.
 #pragma once
 
+#include <surgeon/cpu/context.hpp>
 #include <surgeon/cpu/prune_backend.hpp>
-#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/driver.hpp>
 
 #include <functional>
 #include <utility>
 #include <vector>
+
+namespace surgeon::cpu {
+
+/// @brief The multi-shot driver on the CPU backend (see `basic_pruning_session`).
+template <typename Adapter>
+using pruning_session = basic_pruning_session<Adapter, prune_backend>;
+
+/// @brief Prunes the adapter's model with the multi-shot schedule of `options`, on the CPU (the
+/// same signature as `cuda::prune`). Cost per shot: one calibration pass per group (the
+/// adapter's), O(R³ + C³) per matrix for the curvature, the costs, and the method's update (see
+/// cpu/update.hpp).
+/// @throws as `basic_pruning_session`.
+template <typename Adapter>
+std::vector<shot_report> prune(context& ctx, Adapter& adapter, const prune_options& options,
+                               const std::function<void(const shot_report&)>& on_shot = {}) {
+  pruning_session<Adapter> session(adapter, options, prune_backend(ctx));
+  return session.run(on_shot);
+}
+
+/// @brief As above, with the CPU backend's own choices, e.g. several matrices updated at once:
+/// `prune(ctx, model, options, surgeon::cpu::prune_backend_options{8})`.
+template <typename Adapter>
+std::vector<shot_report> prune(context& ctx, Adapter& adapter, const prune_options& options,
+                               const prune_backend_options& backend_options,
+                               const std::function<void(const shot_report&)>& on_shot = {}) {
+  pruning_session<Adapter> session(adapter, options, prune_backend(ctx, backend_options));
+  return session.run(on_shot);
+}
+
+}  // namespace surgeon::cpu
 
 namespace surgeon {
 

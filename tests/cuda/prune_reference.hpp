@@ -3,7 +3,7 @@
 /// CUDA driver test.
 #pragma once
 
-#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/driver.hpp>
 
 #include <vector>
 

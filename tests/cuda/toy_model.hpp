@@ -5,7 +5,7 @@
 /// same every shot.
 #pragma once
 
-#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/driver.hpp>
 
 #include <random>
 #include <vector>

@@ -1,6 +1,6 @@
 /// @file cpu/prune_backend.hpp
 /// @brief `cpu::prune_backend`: the CPU policy of the multi-shot driver (`basic_pruning_session`,
-/// detail/prune_driver.hpp). Factors accumulate in a host `factor_bank<double>`, curvature, costs,
+/// driver/session.hpp). Factors accumulate in a host `factor_bank<double>`, curvature, costs,
 /// selection, updates and SparseGPT run on the CPU backend, in place on the adapter's weights.
 /// (The diagonal methods never reach the store or `factorize`: the driver accumulates their factor
 /// diagonals itself, surgeon/diagonal.hpp, and hands their costs over through `host_costs`.)
@@ -13,7 +13,7 @@
 #include <surgeon/cpu/kfac.hpp>
 #include <surgeon/cpu/sparsegpt.hpp>
 #include <surgeon/cpu/update.hpp>
-#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/driver.hpp>
 #include <surgeon/kfac.hpp>
 #include <surgeon/mask.hpp>
 #include <surgeon/select.hpp>
@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,11 +46,17 @@ class prune_backend {
  public:
   /// @brief A backend with the default options (`update_threads` 1).
   prune_backend() = default;
+  /// @brief A backend on `ctx` (stateless on the CPU: the same as the default), the CUDA policy's
+  /// counterpart.
+  explicit prune_backend(context& ctx) : ctx_(ctx) {}
   /// @throws logic_error when `options.update_threads` < 1.
   explicit prune_backend(prune_backend_options options) : options_(options) {
     SURGEON_EXPECTS(options_.update_threads >= 1, "cpu::prune_backend: update_threads must be >= 1, got {}",
                     options_.update_threads);
   }
+  /// @brief A backend on `ctx` with `options`.
+  /// @throws logic_error when `options.update_threads` < 1.
+  prune_backend(context& ctx, prune_backend_options options) : prune_backend(options) { ctx_ = ctx; }
   /// @brief The options the backend was constructed with. O(1).
   const prune_backend_options& options() const noexcept { return options_; }
 
@@ -63,10 +70,12 @@ class prune_backend {
   class store : public surgeon::detail::factor_sink {
    public:
     /// @brief True when the accumulator `key` has been defined in this store.
-    bool contains(const std::string& key) const override { return bank_.contains(key); }
+    bool contains(const factor_key& key) const override { return bank_.contains(key.str()); }
     /// @brief Adds the token rows of `x` (`[tokens, dim]`, host) to the accumulator `key`.
     /// @throws logic_error if `key` is not defined, or as `factor_accumulator::add`.
-    void add(const std::string& key, host_matrix_view<const float> x) override { bank_.add(ctx_, key, x); }
+    void add(const factor_key& key, host_matrix_view<const float> x) override {
+      bank_.add(ctx_, key.str(), x);
+    }
 
    private:
     friend class prune_backend;
@@ -82,35 +91,32 @@ class prune_backend {
   std::unique_ptr<store> make_store() const { return std::make_unique<store>(); }
   /// @brief Defines the double accumulator `key` of `dim` features in `s` (default options).
   /// @throws logic_error if `key` exists with another dimension.
-  void define(store& s, const std::string& key, index_t dim) const { s.bank_.define(key, dim); }
+  void define(store& s, const factor_key& key, index_t dim) const { s.bank_.define(key.str(), dim); }
   /// @brief True when the accumulator `key` of `s` has seen no token rows.
   /// @throws logic_error if `key` is not defined.
-  bool empty(const store& s, const std::string& key) const { return s.bank_.at(key).empty(); }
+  bool empty(const store& s, const factor_key& key) const { return s.bank_.at(key.str()).empty(); }
   /// The diagonal of the accumulated (unnormalised) state: only its zeros matter.
-  std::vector<double> diagonal(const store& s, const std::string& key) const {
-    const factor_accumulator<double>& f = s.bank_.at(key);
+  std::vector<double> diagonal(const store& s, const factor_key& key) const {
+    const factor_accumulator<double>& f = s.bank_.at(key.str());
     std::vector<double> d(static_cast<std::size_t>(f.size()));
     for (index_t i = 0; i < f.size(); ++i) d[static_cast<std::size_t>(i)] = f.lower_data()[i * f.size() + i];
     return d;
   }
 
-  /// The layer's curvature from the means of `g_key` and `a_key` (an empty key: identity).
-  curvature factorize(const store& s, const std::string& g_key, const std::string& a_key,
-                      host_matrix_view<const float> w, const damping& d) {
-    return factorize(s, g_key, s, a_key, w, d);
-  }
-  /// The same with G from one pass's store and A from another's (sequential LLM Surgeon).
-  curvature factorize(const store& g_store, const std::string& g_key, const store& a_store,
-                      const std::string& a_key, host_matrix_view<const float> w, const damping& d) {
+  /// The layer's curvature from the means of G (`g_key` of `g_store`) and A (`a_key` of
+  /// `a_store`; the two stores differ for sequential LLM Surgeon); no key: the identity.
+  curvature factorize(const store& g_store, const std::optional<factor_key>& g_key, const store& a_store,
+                      const std::optional<factor_key>& a_key, host_matrix_view<const float> w,
+                      const damping& d) {
     host_matrix<double> g(w.rows(), w.rows());
     host_matrix<double> a(w.cols(), w.cols());
-    if (!g_key.empty()) {
-      g = g_store.bank_.at(g_key).mean();
+    if (g_key) {
+      g = g_store.bank_.at(g_key->str()).mean();
     } else {
       for (index_t i = 0; i < w.rows(); ++i) g(i, i) = 1.0;
     }
-    if (!a_key.empty()) {
-      a = a_store.bank_.at(a_key).mean();
+    if (a_key) {
+      a = a_store.bank_.at(a_key->str()).mean();
     } else {
       for (index_t j = 0; j < w.cols(); ++j) a(j, j) = 1.0;
     }
@@ -164,9 +170,9 @@ class prune_backend {
   }
 
   /// SparseGPT on H = mean of `a_key` (uniform per layer; N:M when the options ask for it).
-  void sparsegpt(const store& s, const std::string& a_key, host_matrix_view<float> w, const prune_options& o,
+  void sparsegpt(const store& s, const factor_key& a_key, host_matrix_view<float> w, const prune_options& o,
                  double target_sparsity) {
-    const host_matrix<double> h = s.bank_.at(a_key).mean();
+    const host_matrix<double> h = s.bank_.at(a_key.str()).mean();
     const sparsegpt_options options{128, o.damp.value_or(default_damping(o.how)).a};
     if (o.what == structure::n_m) {
       cpu::sparsegpt_prune(ctx_, h.view(), w, o.pattern, options);

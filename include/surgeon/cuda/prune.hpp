@@ -1,7 +1,7 @@
 /// @file cuda/prune.hpp
 /// @brief The multi-shot pruning driver on the CUDA backend: `cuda::prune_backend`,
 /// `cuda::pruning_session<Adapter>` and `cuda::prune`. The same adapter, options and schedule as
-/// the CPU driver (surgeon/prune.hpp; the schedule is detail/prune_driver.hpp).
+/// the CPU driver (surgeon/prune.hpp; the schedule is driver/session.hpp).
 ///
 /// The adapter keeps its weights in host memory, as on the CPU. Calibration batches go to device
 /// accumulators (host-staged, double); each matrix's weights are uploaded for its costs and again
@@ -38,7 +38,7 @@
 #include <surgeon/cuda/select.hpp>
 #include <surgeon/cuda/sparsegpt.hpp>
 #include <surgeon/cuda/update.hpp>
-#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/driver.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/mask.hpp>
 #include <surgeon/select.hpp>
@@ -46,6 +46,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,11 +73,11 @@ class prune_backend {
     /// @brief An empty store on `ctx` (which must outlive it), with its shared staging area.
     explicit store(context& ctx) : ctx_(&ctx), staging_(ctx) {}
     /// @brief Whether an accumulator was defined for `key`.
-    bool contains(const std::string& key) const override { return factors_.count(key) != 0; }
+    bool contains(const factor_key& key) const override { return factors_.count(key) != 0; }
     /// @brief Adds the host batch `x` (`[tokens, dim]`, float) to `key`'s device accumulator,
     /// staged through the shared area (`device_factor_accumulator::add`).
     /// @throws std::out_of_range if `key` was not defined; as `device_factor_accumulator::add`.
-    void add(const std::string& key, host_matrix_view<const float> x) override {
+    void add(const factor_key& key, host_matrix_view<const float> x) override {
       factors_.at(key).add(*ctx_, x, staging_);
     }
 
@@ -84,7 +85,7 @@ class prune_backend {
     friend class prune_backend;
     context* ctx_;
     host_staging_area staging_;
-    std::map<std::string, device_factor_accumulator<double>> factors_;
+    std::map<factor_key, device_factor_accumulator<double>> factors_;
   };
 
   /// @brief One matrix's element costs, packed `[rows, cols]`: on the device, or on the host
@@ -119,32 +120,27 @@ class prune_backend {
   std::unique_ptr<store> make_store() const { return std::make_unique<store>(*ctx_); }
   /// @brief Defines in `s` a double accumulator of `dim` features for `key` (default options),
   /// unless one exists already. Cost: `dim²` doubles of device memory for a new one.
-  void define(store& s, const std::string& key, index_t dim) const {
+  void define(store& s, const factor_key& key, index_t dim) const {
     if (s.factors_.count(key) == 0) s.factors_.emplace(key, device_factor_accumulator<double>(*ctx_, dim));
   }
   /// @brief Whether `key`'s accumulator in `s` has seen no token yet.
   /// @throws std::out_of_range if `key` was not defined.
-  bool empty(const store& s, const std::string& key) const { return s.factors_.at(key).empty(); }
+  bool empty(const store& s, const factor_key& key) const { return s.factors_.at(key).empty(); }
   /// The diagonal of the accumulated (unnormalised) state, on the host: only its zeros matter.
-  std::vector<double> diagonal(const store& s, const std::string& key) const {
+  std::vector<double> diagonal(const store& s, const factor_key& key) const {
     const device_factor_accumulator<double>& f = s.factors_.at(key);
     device_buffer<double> d(*ctx_, f.size());
     detail::launch_diagonal(f.lower_data(), f.size(), f.size(), d.data(), ctx_->stream());
     return d.to_host();
   }
 
-  /// The layer's curvature from the device means of `g_key` and `a_key` (an empty key: identity).
-  curvature factorize(const store& s, const std::string& g_key, const std::string& a_key,
-                      host_matrix_view<const float> w, const damping& d) {
-    return factorize(s, g_key, s, a_key, w, d);
-  }
-  /// The same with G from one pass's store and A from another's (sequential LLM Surgeon).
-  curvature factorize(const store& g_store, const std::string& g_key, const store& a_store,
-                      const std::string& a_key, host_matrix_view<const float> w, const damping& d) {
-    const device_buffer<double> g =
-        g_key.empty() ? identity(w.rows()) : g_store.factors_.at(g_key).mean(*ctx_);
-    const device_buffer<double> a =
-        a_key.empty() ? identity(w.cols()) : a_store.factors_.at(a_key).mean(*ctx_);
+  /// The layer's curvature from the device means of G (`g_key` of `g_store`) and A (`a_key` of
+  /// `a_store`; the two differ for sequential LLM Surgeon); no key: the identity.
+  curvature factorize(const store& g_store, const std::optional<factor_key>& g_key, const store& a_store,
+                      const std::optional<factor_key>& a_key, host_matrix_view<const float> w,
+                      const damping& d) {
+    const device_buffer<double> g = !g_key ? identity(w.rows()) : g_store.factors_.at(*g_key).mean(*ctx_);
+    const device_buffer<double> a = !a_key ? identity(w.cols()) : a_store.factors_.at(*a_key).mean(*ctx_);
     const device_buffer<float> weights = upload(w);
     return cuda::factorize<float>(*ctx_, g.view(w.rows(), w.rows()), a.view(w.cols(), w.cols()), d,
                                   weights.view(w.rows(), w.cols()));
@@ -246,7 +242,7 @@ class prune_backend {
   }
 
   /// SparseGPT on H = the device mean of `a_key` (uniform per layer; N:M when asked).
-  void sparsegpt(const store& s, const std::string& a_key, host_matrix_view<float> w, const prune_options& o,
+  void sparsegpt(const store& s, const factor_key& a_key, host_matrix_view<float> w, const prune_options& o,
                  double target_sparsity) {
     const device_buffer<double> h = s.factors_.at(a_key).mean(*ctx_);
     device_buffer<float> weights = upload(w);

@@ -1,0 +1,568 @@
+/// @file driver/session.hpp
+/// @brief The backend-neutral multi-shot schedule (METHOD.md §5): `basic_pruning_session` over a
+/// caller's model adapter and a backend policy. Include `surgeon/prune.hpp` (CPU) or
+/// `surgeon/cuda/prune.hpp` (CUDA) to get it with a backend; this file includes none, and no
+/// Eigen, so that nvcc translation units can use it.
+///
+/// A shot runs one of four strategies, chosen by the method's row of `traits_of` and
+/// `prune_options::sequential`:
+/// - `per_layer_step`: SparseGPT, each matrix pruned and updated by its own sweep (sequential or
+///   not, the groups only differ);
+/// - `sequential_per_row_step`: sequential Wanda, each group masked from its own pass;
+/// - `sequential_global_step`: sequential LLM Surgeon, one pass for the costs and the global
+///   threshold, then each group updated with its input's A re-measured;
+/// - `global_step`: costs of every matrix, one global threshold (per row for Wanda), and the
+///   method's update or plain masking.
+#pragma once
+
+#include <surgeon/curvature.hpp>
+#include <surgeon/diagonal.hpp>
+#include <surgeon/driver/calibration.hpp>
+#include <surgeon/driver/memory.hpp>
+#include <surgeon/driver/options.hpp>
+#include <surgeon/driver/report.hpp>
+#include <surgeon/error.hpp>
+#include <surgeon/mask.hpp>
+#include <surgeon/method_traits.hpp>
+#include <surgeon/select.hpp>
+#include <surgeon/update.hpp>
+#include <surgeon/view.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace surgeon {
+
+namespace detail {
+template <typename A, typename = void>
+struct has_evaluate_of_shot : std::false_type {};
+template <typename A>
+struct has_evaluate_of_shot<A, std::void_t<decltype(std::declval<A&>().evaluate(int{}))>> : std::true_type {};
+template <typename A, typename = void>
+struct has_evaluate_only : std::false_type {};
+template <typename A>
+struct has_evaluate_only<A, std::void_t<decltype(std::declval<A&>().evaluate())>> : std::true_type {};
+/// An adapter with `evaluate(int shot)` or `evaluate()`.
+template <typename A>
+inline constexpr bool has_evaluate_v = has_evaluate_of_shot<A>::value || has_evaluate_only<A>::value;
+/// Calls the adapter's evaluation after shot `shot`, whichever form it has.
+template <typename A>
+auto evaluate_after(A& adapter, int shot) {
+  if constexpr (has_evaluate_of_shot<A>::value) {
+    return adapter.evaluate(shot);
+  } else {
+    return adapter.evaluate();
+  }
+}
+template <typename B, typename = void>
+struct has_for_each_concurrently : std::false_type {};
+template <typename B>
+struct has_for_each_concurrently<
+    B, std::void_t<decltype(std::declval<B&>().for_each_concurrently(
+           std::size_t{}, std::declval<const std::function<void(std::size_t)>&>()))>> : std::true_type {};
+template <typename B, typename = void>
+struct has_synchronize : std::false_type {};
+template <typename B>
+struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())>> : std::true_type {};
+}  // namespace detail
+
+/// @brief Runs the multi-shot schedule on one adapter with one backend. Not copyable; one per
+/// pruning run. Use the aliases `surgeon::pruning_session<Adapter>` (CPU, surgeon/prune.hpp) or
+/// `surgeon::cuda::pruning_session<Adapter>` (CUDA, surgeon/cuda/prune.hpp).
+///
+/// `Backend` is a policy with these members (see `cpu::prune_backend` and `cuda::prune_backend`):
+/// - `store`: the K-FAC accumulators of one calibration pass, derived from `detail::factor_sink`;
+///   `std::unique_ptr<store> make_store()`, `define(store&, factor_key, dim)`,
+///   `empty(const store&, factor_key)`, `diagonal(const store&, factor_key)` (the accumulated
+///   diagonal, host, for the dead-layer test);
+/// - `curvature` (with `g.report()` and `a.report()`), made by
+///   `factorize(g_store, optional g key, a_store, optional a key, weights, damping)` (no key: the
+///   identity factor);
+/// - `costs` (one matrix's element costs) from `element_costs(method, curvature, weights)`,
+///   `zero_costs(rows, cols)` or `host_costs(host_matrix<double>)` (costs computed on the host,
+///   those of the diagonal methods); `row_costs` / `column_costs` returning host vectors;
+/// - `select_unstructured`, `select_per_row`, `select_nm` over `std::vector<costs>` (results as
+///   select.hpp);
+/// - `update_rows_columns`, `obs_update`, `obs_update_full` and `sparsegpt` on the host weights;
+/// - optionally `synchronize()`: waits for the backend's queued work (called at the end of each
+///   phase of `shot_timings`, so that asynchronous work is timed where it was queued);
+/// - optionally `for_each_concurrently(count, task)`: runs independent per-matrix tasks (the
+///   update pass when every curvature is in memory), perhaps several at once
+///   (`cpu::prune_backend_options::update_threads`); without it they run in order.
+///
+/// The adapter: `matrices()`, `calibrate(calibration_sink&, int shot)` and optionally
+/// `evaluate(int shot)` (or `evaluate()`) returning `double` or `std::optional<double>`.
+template <typename Adapter, typename Backend>
+class basic_pruning_session {
+  using store_type = typename Backend::store;
+  using curvature_type = typename Backend::curvature;
+  using costs_type = typename Backend::costs;
+  using groups_type = std::vector<std::vector<std::size_t>>;
+
+ public:
+  /// @throws logic_error on inconsistent options (`with_defaults`), an adapter without matrices
+  ///         or with two of one name, N:M with M not dividing a matrix width, or a memory budget
+  ///         that not even one matrix at a time fits.
+  basic_pruning_session(Adapter& adapter, prune_options options, Backend backend = Backend{})
+      : adapter_(adapter), options_(with_defaults(std::move(options))), backend_(std::move(backend)) {
+    const auto matrices = adapter_.matrices();
+    SURGEON_EXPECTS(!matrices.empty(), "prune: the adapter lists no prunable matrix");
+    std::set<std::string> names;
+    for (const prunable_matrix& m : matrices) {
+      SURGEON_EXPECTS(names.insert(m.name).second, "prune: two matrices are named '{}'", m.name);
+      if (options_.what == structure::n_m) validate(options_.pattern, m.weight.cols());
+    }
+    options_.group_size = choose_group_size(matrices, options_);
+  }
+
+  /// @brief The group size the session uses (`prune_options::group_size`, or the one chosen for
+  /// `prune_options::memory_budget`; 0 = all matrices at once).
+  int group_size() const noexcept { return options_.group_size; }
+  /// @brief The shot count T the session runs (`prune_options::shots`, or `default_shots`).
+  int shots() const noexcept { return *options_.shots; }
+  /// @brief The options the session runs, defaults filled in (`with_defaults`).
+  const prune_options& options() const noexcept { return options_; }
+
+  /// @brief Runs every shot; `on_shot` sees each report as it completes.
+  /// @throws what the adapter, the factorisations or the updates throw.
+  std::vector<shot_report> run(const std::function<void(const shot_report&)>& on_shot = {}) {
+    std::vector<shot_report> reports;
+    for (int t = 1; t <= *options_.shots; ++t) {
+      reports.push_back(shot(t));
+      if (on_shot) on_shot(reports.back());
+    }
+    return reports;
+  }
+
+  /// @brief One shot (1-based) of the schedule: target t·s/T; then the adapter's evaluation, told
+  /// the shot.
+  shot_report shot(int t) {
+    const auto start = std::chrono::steady_clock::now();
+    phase_start_ = start;
+    shot_report report;
+    report.shot = t;
+    report.target_sparsity =
+        options_.sparsity * static_cast<double>(t) / static_cast<double>(*options_.shots);
+    report.group_size = options_.group_size;
+    const std::vector<prunable_matrix> matrices = adapter_.matrices();
+    const groups_type groups = options_.sequential ? sequential_groups(matrices)
+                                                   : fixed_groups(matrices.size(), options_.group_size);
+    dead_.clear();
+    const method_traits traits = traits_of(options_.how);
+    if (traits.selection == selection_scope::per_layer) {
+      per_layer_step(report, matrices, groups, t);
+    } else if (options_.sequential && traits.selection == selection_scope::per_row) {
+      sequential_per_row_step(report, matrices, groups, t);
+    } else if (options_.sequential) {
+      sequential_global_step(report, matrices, groups, t);
+    } else {
+      global_step(report, matrices, groups, t);
+    }
+    finish(report, matrices, start);
+    return report;
+  }
+
+ private:
+  // The costs of every matrix of one shot: element costs, or row and column costs.
+  struct layer_costs {
+    std::vector<costs_type> element;
+    std::vector<std::vector<double>> rows;
+    std::vector<std::vector<double>> cols;
+  };
+
+  // SparseGPT: uniform per layer, on the same factors H = A, one matrix at a time (each holds its
+  // own H and factor, 2·C² doubles, which the memory budget counts once).
+  void per_layer_step(shot_report& report, const std::vector<prunable_matrix>& matrices,
+                      const groups_type& groups, int t) {
+    for (const auto& group : groups) {
+      const std::unique_ptr<store_type> store = calibrate(matrices, group, t, true, false);
+      lap(report.timings.calibration);
+      for (const std::size_t k : group) {
+        const prunable_matrix& m = matrices[k];
+        backend_.sparsegpt(*store, factor_key::input_of(m), m.weight, options_, report.target_sparsity);
+      }
+      lap(report.timings.update);
+    }
+  }
+
+  // Sequential Wanda: each group calibrated on the model with the earlier groups pruned, its costs
+  // from the inputs' diagonals, its masks per row (or N:M) and applied before the next group.
+  void sequential_per_row_step(shot_report& report, const std::vector<prunable_matrix>& matrices,
+                               const groups_type& groups, int t) {
+    for (const auto& group : groups) {
+      detail::diagonal_store store;
+      calibrate_into(
+          store, matrices, group, t, true, false,
+          [&store](const factor_key& key, index_t dim) { store.define(key, dim); },
+          [&store](const factor_key& key) { return store.empty(key); });
+      lap(report.timings.calibration);
+      std::vector<costs_type> costs;
+      for (const std::size_t k : group) {
+        const prunable_matrix& m = matrices[k];
+        const host_matrix_view<const float> w(m.weight);
+        const diagonal_curvature curvature =
+            make_diagonal_curvature(std::vector<double>(), store.at(factor_key::input_of(m)).mean(), w);
+        lap(report.timings.curvature);
+        costs.push_back(backend_.host_costs(diagonal_element_costs(options_.how, curvature, w)));
+        lap(report.timings.costs);
+      }
+      selection chosen = select(costs, report.target_sparsity);
+      report.removed += chosen.removed;
+      lap(report.timings.selection);
+      for (std::size_t i = 0; i < group.size(); ++i) chosen.masks[i].apply(matrices[group[i]].weight);
+      lap(report.timings.update);
+    }
+  }
+
+  // Sequential LLM Surgeon (prune_options::sequential): one pass of every matrix for the costs and
+  // the global selection, then per group a forward pass for its input's A on the model with the
+  // earlier groups updated, and the group's updates with that A and the first pass's G.
+  void sequential_global_step(shot_report& report, const std::vector<prunable_matrix>& matrices,
+                              const groups_type& groups, int t) {
+    const std::unique_ptr<store_type> first =
+        calibrate(matrices, fixed_groups(matrices.size(), 0).front(), t, true, true);
+    lap(report.timings.calibration);
+    std::vector<costs_type> element_costs(matrices.size());
+    for (std::size_t k = 0; k < matrices.size(); ++k) {
+      const prunable_matrix& m = matrices[k];
+      const host_matrix_view<const float> w(m.weight);
+      if (entirely_dead(*first, m, true, true)) {
+        dead_.insert(k);
+        element_costs[k] = backend_.zero_costs(w.rows(), w.cols());
+        lap(report.timings.curvature);
+        continue;
+      }
+      const curvature_type curvature = curvature_of(*first, *first, m, true, true, report);
+      lap(report.timings.curvature);
+      element_costs[k] = backend_.element_costs(options_.how, curvature, w);
+      lap(report.timings.costs);
+    }
+    selection chosen = select(element_costs, report.target_sparsity);
+    report.removed = chosen.removed;
+    element_costs.clear();
+    lap(report.timings.selection);
+    const bool updates = options_.update != update_kind::none;
+    for (const auto& group : groups) {
+      if (!updates) break;
+      const std::unique_ptr<store_type> inputs = calibrate(matrices, group, t, true, false);
+      lap(report.timings.calibration);
+      // The group's matrices share one input and are independent given it: their curvatures first,
+      // then their updates, several at once where the backend allows.
+      std::vector<std::size_t> live;
+      std::vector<curvature_type> curvatures;
+      for (const std::size_t k : group) {
+        if (dead_.count(k) != 0) {
+          chosen.masks[k].apply(matrices[k].weight);  // before the next group's pass reads it
+          continue;
+        }
+        live.push_back(k);
+        curvatures.push_back(curvature_of(*first, *inputs, matrices[k], true, true, report));
+      }
+      lap(report.timings.curvature);
+      update_all(report, curvatures, live, matrices, chosen.masks, {}, {});
+      lap(report.timings.update);
+    }
+    for (std::size_t k = 0; k < matrices.size(); ++k) chosen.masks[k].apply(matrices[k].weight);
+    lap(report.timings.update);
+  }
+
+  // Costs of every matrix group by group, one global threshold (per row for Wanda), then the
+  // updates (LLM Surgeon) or plain masking (the other methods).
+  void global_step(shot_report& report, const std::vector<prunable_matrix>& matrices,
+                   const groups_type& groups, int t) {
+    const bool updates = options_.how == method::llm_surgeon && options_.update != update_kind::none;
+    // The curvatures are kept for the update when it follows and everything fits in one group.
+    const bool keep_curvature = updates && groups.size() == 1;
+    std::map<std::size_t, curvature_type> kept;
+    layer_costs costs = measure_costs(report, matrices, groups, t, keep_curvature ? &kept : nullptr);
+
+    std::vector<mask> masks;
+    std::vector<std::vector<index_t>> rows;
+    std::vector<std::vector<index_t>> cols;
+    if (options_.what == structure::rows_columns) {
+      structured_selection chosen = select_rows_columns(costs.rows, costs.cols, report.target_sparsity);
+      masks = std::move(chosen.masks);
+      rows = std::move(chosen.rows);
+      cols = std::move(chosen.cols);
+      report.removed = chosen.removed;
+    } else {
+      selection chosen = select(costs.element, report.target_sparsity);
+      masks = std::move(chosen.masks);
+      report.removed = chosen.removed;
+    }
+    costs = layer_costs{};
+    lap(report.timings.selection);
+
+    if (!updates) {
+      for (std::size_t k = 0; k < matrices.size(); ++k) masks[k].apply(matrices[k].weight);
+    } else if (keep_curvature) {
+      std::vector<std::size_t> live;
+      std::vector<curvature_type> curvatures;
+      for (std::size_t k = 0; k < matrices.size(); ++k) {
+        if (dead_.count(k) != 0) {
+          masks[k].apply(matrices[k].weight);
+        } else {
+          live.push_back(k);
+          curvatures.push_back(std::move(kept.at(k)));
+        }
+      }
+      kept.clear();
+      update_all(report, curvatures, live, matrices, masks, rows, cols);
+      lap(report.timings.update);
+    } else {
+      for (const auto& group : groups) {
+        const std::unique_ptr<store_type> store = calibrate(matrices, group, t, true, true);
+        lap(report.timings.calibration);
+        for (const std::size_t k : group) {
+          const prunable_matrix& m = matrices[k];
+          if (dead_.count(k) != 0) {
+            masks[k].apply(m.weight);
+            continue;
+          }
+          const curvature_type curvature = curvature_of(*store, *store, m, true, true, report);
+          lap(report.timings.curvature);
+          add_update(report, update(curvature, m, masks[k], rows, cols, k));
+          lap(report.timings.update);
+        }
+      }
+    }
+  }
+
+  // Step 1 of `global_step`: every matrix's costs, group by group; the curvatures go to `kept`
+  // when it is given (freed after each group otherwise).
+  layer_costs measure_costs(shot_report& report, const std::vector<prunable_matrix>& matrices,
+                            const groups_type& groups, int t, std::map<std::size_t, curvature_type>* kept) {
+    const method_traits traits = traits_of(options_.how);
+    const bool needs_a = traits.needs_inputs;
+    const bool needs_g = traits.needs_output_gradients;
+    const bool structured = options_.what == structure::rows_columns;
+    layer_costs costs;
+    costs.element.resize(matrices.size());
+    costs.rows.resize(matrices.size());
+    costs.cols.resize(matrices.size());
+    for (const auto& group : groups) {
+      if (uses_diagonals_only(options_.how, options_.what)) {
+        // Factor diagonals only, accumulated on the host whatever the backend; no factorisation.
+        detail::diagonal_store store;
+        calibrate_into(
+            store, matrices, group, t, needs_a, needs_g,
+            [&store](const factor_key& key, index_t dim) { store.define(key, dim); },
+            [&store](const factor_key& key) { return store.empty(key); });
+        lap(report.timings.calibration);
+        for (const std::size_t k : group) {
+          const prunable_matrix& m = matrices[k];
+          const host_matrix_view<const float> w(m.weight);
+          const diagonal_curvature curvature = make_diagonal_curvature(
+              needs_g ? store.at(factor_key::gradient_of(m)).mean() : std::vector<double>(),
+              needs_a ? store.at(factor_key::input_of(m)).mean() : std::vector<double>(), w);
+          if (curvature.dead.live_rows.empty() || curvature.dead.live_cols.empty()) dead_.insert(k);
+          lap(report.timings.curvature);
+          if (structured) {
+            costs.rows[k] = diagonal_row_costs(options_.how, curvature, w);
+            costs.cols[k] = diagonal_column_costs(options_.how, curvature, w);
+          } else {
+            costs.element[k] = backend_.host_costs(diagonal_element_costs(options_.how, curvature, w));
+          }
+          lap(report.timings.costs);
+        }
+        continue;
+      }
+      const std::unique_ptr<store_type> store = calibrate(matrices, group, t, needs_a, needs_g);
+      lap(report.timings.calibration);
+      for (const std::size_t k : group) {
+        const prunable_matrix& m = matrices[k];
+        const host_matrix_view<const float> w(m.weight);
+        if (entirely_dead(*store, m, needs_a, needs_g)) {
+          // Every row or every column is dead (METHOD.md §2): all of it counts as removed at cost 0.
+          dead_.insert(k);
+          if (structured) {
+            costs.rows[k].assign(static_cast<std::size_t>(w.rows()), 0.0);
+            costs.cols[k].assign(static_cast<std::size_t>(w.cols()), 0.0);
+          } else {
+            costs.element[k] = backend_.zero_costs(w.rows(), w.cols());
+          }
+          lap(report.timings.curvature);
+          continue;
+        }
+        curvature_type curvature = curvature_of(*store, *store, m, needs_a, needs_g, report);
+        lap(report.timings.curvature);
+        if (structured) {
+          costs.rows[k] = backend_.row_costs(options_.how, curvature, w);
+          costs.cols[k] = backend_.column_costs(options_.how, curvature, w);
+        } else {
+          costs.element[k] = backend_.element_costs(options_.how, curvature, w);
+        }
+        if (kept != nullptr) kept->emplace(k, std::move(curvature));
+        lap(report.timings.costs);
+      }
+    }
+    return costs;
+  }
+
+  // The element-mask selection of the method and structure: N:M, per row (Wanda) or global.
+  selection select(const std::vector<costs_type>& costs, double sparsity) {
+    if (options_.what == structure::n_m) return backend_.select_nm(costs, options_.pattern, sparsity);
+    if (traits_of(options_.how).selection == selection_scope::per_row)
+      return backend_.select_per_row(costs, sparsity);
+    return backend_.select_unstructured(costs, sparsity);
+  }
+
+  // The updates of the matrices `live` (curvatures[i] belongs to live[i]); the matrices are
+  // independent, so the backend may run several at once. Each curvature is freed as its update ends.
+  void update_all(shot_report& report, std::vector<curvature_type>& curvatures,
+                  const std::vector<std::size_t>& live, const std::vector<prunable_matrix>& matrices,
+                  const std::vector<mask>& masks, const std::vector<std::vector<index_t>>& rows,
+                  const std::vector<std::vector<index_t>>& cols) {
+    std::vector<update_report> reports(live.size());
+    run_each(live.size(), [&](std::size_t i) {
+      const std::size_t k = live[i];
+      const curvature_type curvature = std::move(curvatures[i]);
+      reports[i] = update(curvature, matrices[k], masks[k], rows, cols, k);
+    });
+    for (const update_report& u : reports) add_update(report, u);
+  }
+
+  // The method's update of matrix k for its mask (and removed rows/columns), then the mask.
+  update_report update(const curvature_type& curvature, const prunable_matrix& m, const mask& pruned,
+                       const std::vector<std::vector<index_t>>& rows,
+                       const std::vector<std::vector<index_t>>& cols, std::size_t k) {
+    update_report result;
+    if (options_.what == structure::rows_columns) {
+      backend_.update_rows_columns(curvature, m.weight, rows[k], cols[k]);
+    } else if (options_.update == update_kind::whole_mask) {
+      result = backend_.obs_update_full(curvature, m.weight, pruned, options_.pcg);
+    } else {
+      result = backend_.obs_update(curvature, m.weight, pruned, options_.budget);
+    }
+    pruned.apply(m.weight);
+    return result;
+  }
+
+  static void add_update(shot_report& report, const update_report& u) {
+    report.update_iterations += u.iterations;
+    report.max_update_residual = std::max(report.max_update_residual, u.relative_residual);
+  }
+
+  // task(i) for i in [0, count): by the backend, perhaps concurrently, or in order.
+  void run_each(std::size_t count, const std::function<void(std::size_t)>& task) {
+    if constexpr (detail::has_for_each_concurrently<Backend>::value) {
+      backend_.for_each_concurrently(count, task);
+    } else {
+      for (std::size_t i = 0; i < count; ++i) task(i);
+    }
+  }
+
+  std::unique_ptr<store_type> calibrate(const std::vector<prunable_matrix>& matrices,
+                                        const std::vector<std::size_t>& group, int shot, bool needs_a,
+                                        bool needs_g) {
+    std::unique_ptr<store_type> store = backend_.make_store();
+    store_type& s = *store;
+    calibrate_into(
+        s, matrices, group, shot, needs_a, needs_g,
+        [this, &s](const factor_key& key, index_t dim) { backend_.define(s, key, dim); },
+        [this, &s](const factor_key& key) { return backend_.empty(s, key); });
+    return store;
+  }
+
+  // One calibration pass into `sink_store` for the matrices of `group`: defines their keys, runs
+  // the adapter, and checks that every matrix was fed (nothing to do when no factor is needed).
+  template <typename Define, typename Empty>
+  void calibrate_into(detail::factor_sink& sink_store, const std::vector<prunable_matrix>& matrices,
+                      const std::vector<std::size_t>& group, int shot, bool needs_a, bool needs_g,
+                      const Define& define, const Empty& empty) {
+    if (!needs_a && !needs_g) return;
+    for (const std::size_t k : group) {
+      const prunable_matrix& m = matrices[k];
+      if (needs_a) define(factor_key::input_of(m), m.weight.cols());
+      if (needs_g) define(factor_key::gradient_of(m), m.weight.rows());
+    }
+    calibration_sink sink(sink_store, needs_a, needs_g);
+    adapter_.calibrate(sink, shot);
+    for (const std::size_t k : group) {
+      const prunable_matrix& m = matrices[k];
+      if (needs_a && empty(factor_key::input_of(m))) {
+        SURGEON_THROW(logic_error, "prune: the calibration pass fed no input for '{}' (key '{}')", m.name,
+                      m.input_key);
+      }
+      if (needs_g && empty(factor_key::gradient_of(m))) {
+        SURGEON_THROW(logic_error, "prune: the calibration pass fed no output gradient for '{}'", m.name);
+      }
+    }
+  }
+
+  // True when every row or every column of the matrix is dead: zero weights, or zero diagonal of
+  // the factors the method uses (METHOD.md §2).
+  bool entirely_dead(const store_type& store, const prunable_matrix& m, bool needs_a, bool needs_g) const {
+    const index_t rows = m.weight.rows();
+    const index_t cols = m.weight.cols();
+    std::vector<double> g_diag(static_cast<std::size_t>(rows), 1.0);
+    std::vector<double> a_diag(static_cast<std::size_t>(cols), 1.0);
+    if (needs_g) g_diag = backend_.diagonal(store, factor_key::gradient_of(m));
+    if (needs_a) a_diag = backend_.diagonal(store, factor_key::input_of(m));
+    const dead_structure dead = find_dead(host_vector_view<const double>(g_diag.data(), rows),
+                                          host_vector_view<const double>(a_diag.data(), cols),
+                                          host_matrix_view<const float>(m.weight));
+    return dead.live_rows.empty() || dead.live_cols.empty();
+  }
+
+  // The layer's curvature with G from `g_store` and A from `a_store` (the same store but for
+  // sequential LLM Surgeon); an identity for a factor not accumulated.
+  curvature_type curvature_of(const store_type& g_store, const store_type& a_store, const prunable_matrix& m,
+                              bool needs_a, bool needs_g, shot_report& report) {
+    const std::optional<factor_key> g_key =
+        needs_g ? std::optional<factor_key>(factor_key::gradient_of(m)) : std::nullopt;
+    const std::optional<factor_key> a_key =
+        needs_a ? std::optional<factor_key>(factor_key::input_of(m)) : std::nullopt;
+    curvature_type curvature = backend_.factorize(g_store, g_key, a_store, a_key,
+                                                  host_matrix_view<const float>(m.weight), *options_.damp);
+    report.max_lambda_g = std::max(report.max_lambda_g, curvature.g.report().lambda_used);
+    report.max_lambda_a = std::max(report.max_lambda_a, curvature.a.report().lambda_used);
+    report.escalations += curvature.g.report().escalations + curvature.a.report().escalations;
+    return curvature;
+  }
+
+  void finish(shot_report& report, const std::vector<prunable_matrix>& matrices,
+              std::chrono::steady_clock::time_point start) {
+    index_t zeros = 0;
+    index_t total = 0;
+    for (const prunable_matrix& m : matrices) {
+      for (index_t i = 0; i < m.weight.rows(); ++i) {
+        for (index_t j = 0; j < m.weight.cols(); ++j) zeros += m.weight(i, j) == 0.0f ? 1 : 0;
+      }
+      total += m.weight.size();
+    }
+    report.achieved_sparsity = static_cast<double>(zeros) / static_cast<double>(total);
+    lap(report.timings.update);
+    if constexpr (detail::has_evaluate_v<Adapter>) {
+      report.evaluation = detail::evaluate_after(adapter_, report.shot);
+      lap(report.timings.evaluation);
+    }
+    report.seconds = std::chrono::duration<double>(phase_start_ - start).count();
+  }
+
+  // Adds the time since the last lap to `phase`, once the backend's queued work is done.
+  void lap(double& phase) {
+    if constexpr (detail::has_synchronize<Backend>::value) backend_.synchronize();
+    const auto now = std::chrono::steady_clock::now();
+    phase += std::chrono::duration<double>(now - phase_start_).count();
+    phase_start_ = now;
+  }
+
+  Adapter& adapter_;
+  prune_options options_;
+  Backend backend_;
+  std::set<std::size_t> dead_;                         // matrices found entirely dead in the current shot
+  std::chrono::steady_clock::time_point phase_start_;  // end of the last lap (see shot_timings)
+};
+
+}  // namespace surgeon

@@ -5,7 +5,7 @@
 #pragma once
 
 #include <surgeon/adapter.hpp>
-#include <surgeon/detail/prune_driver.hpp>
+#include <surgeon/driver.hpp>
 
 #include <cstddef>
 #include <functional>

@@ -10,7 +10,9 @@
 #include <surgeon/types.hpp>
 #include <surgeon/view.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -53,6 +55,55 @@ inline void validate(const damping& d) {
   SURGEON_EXPECTS(std::isfinite(d.escalation) && d.escalation > 1.0,
                   "damping: escalation must be > 1, got {}", d.escalation);
 }
+
+namespace detail {
+
+/// The escalation rule of METHOD.md §2, one home for every backend: `attempt(λ, escalations)`
+/// tries a factorisation damped with λ and returns true on success; on failure λ becomes
+/// λ·`d.escalation` (a zero λ first becomes 1e-8), at most `d.max_escalations` times.
+/// @throws numerical_error "`who`: `what` is not positive definite even with lambda … after …
+///         escalations" when every attempt fails.
+template <typename Attempt>
+void escalate_damping(const damping& d, double lambda, const char* who, const std::string& what,
+                      Attempt&& attempt) {
+  double current = lambda;
+  for (int escalations = 0; escalations <= d.max_escalations; ++escalations) {
+    if (attempt(current, escalations)) return;
+    current = std::max(current * d.escalation, 1e-8);
+  }
+  SURGEON_THROW(numerical_error, "{}: {} is not positive definite even with lambda {} after {} escalations",
+                who, what, current / d.escalation, d.max_escalations);
+}
+
+/// The position of each layer index among the live ones (`live` sorted, all in [0, size)), −1 for
+/// a dead index. Cost: O(size).
+inline std::vector<index_t> positions_of(const std::vector<index_t>& live, index_t size) {
+  std::vector<index_t> position(static_cast<std::size_t>(size), -1);
+  for (std::size_t k = 0; k < live.size(); ++k)
+    position[static_cast<std::size_t>(live[k])] = static_cast<index_t>(k);
+  return position;
+}
+
+/// Sorted, de-duplicated live positions of the given layer indices (dead ones dropped), from the
+/// table of `positions_of`. Cost: O(k log k) for k indices.
+/// @throws logic_error "`who`: `what` i is outside [0, size)" for an index outside the layer.
+inline std::vector<index_t> selected_positions(const char* who, const char* what,
+                                               const std::vector<index_t>& indices,
+                                               const std::vector<index_t>& position) {
+  std::vector<index_t> result;
+  result.reserve(indices.size());
+  const auto size = static_cast<index_t>(position.size());
+  for (const index_t index : indices) {
+    SURGEON_EXPECTS(index >= 0 && index < size, "{}: {} {} is outside [0, {})", who, what, index, size);
+    const index_t p = position[static_cast<std::size_t>(index)];
+    if (p >= 0) result.push_back(p);
+  }
+  std::sort(result.begin(), result.end());
+  result.erase(std::unique(result.begin(), result.end()), result.end());
+  return result;
+}
+
+}  // namespace detail
 
 /// @brief Rows and columns of a layer that carry no information (METHOD.md §2).
 ///

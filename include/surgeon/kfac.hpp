@@ -41,36 +41,13 @@ struct accumulator_options {
   std::optional<double> ema_decay;
 };
 
-/// @brief Accumulates one K-FAC factor from token rows `[tokens, dim]` (host views).
-///
-/// @tparam T accumulation precision, `float` or `double`. Input may be float or double either way;
-///         float input into a double accumulator is widened before the products, so the sums are
-///         formed in double.
-///
-/// Storage: one dense `size() x size()` buffer of T whose lower triangle is the state (a blocked
-/// symmetric rank-k update writes nothing else); `sum()`/`mean()` return the symmetrised matrix.
-/// Not thread-safe: one accumulator per thread, then `merge`.
-template <typename T>
-class factor_accumulator {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "factor_accumulator<float|double>");
+namespace detail {
 
+/// What every K-FAC accumulator keeps beside its state, whatever memory holds the state (host
+/// `factor_accumulator`, device `cuda::device_factor_accumulator`): dimension, options, token
+/// count, their checks and the EMA rule.
+class accumulator_bookkeeping {
  public:
-  /// @brief The accumulation precision `T` (`float` or `double`).
-  using value_type = T;
-
-  /// @brief An empty accumulator for inputs of `dim` features.
-  /// @throws logic_error if `dim < 1` or the EMA decay is not in (0, 1).
-  explicit factor_accumulator(index_t dim, accumulator_options options = {}) : dim_(dim), options_(options) {
-    SURGEON_EXPECTS(dim >= 1, "factor_accumulator: dimension must be at least 1, got {}", dim);
-    SURGEON_EXPECTS(dim <= (index_t{1} << 20), "factor_accumulator: dimension {} is implausibly large", dim);
-    if (options_.ema_decay) {
-      const double beta = *options_.ema_decay;
-      SURGEON_EXPECTS(beta > 0.0 && beta < 1.0, "factor_accumulator: EMA decay must be in (0, 1), got {}",
-                      beta);
-    }
-    state_.assign(static_cast<std::size_t>(size() * size()), T(0));
-  }
-
   /// @brief Number of input features (without the bias 1).
   index_t dim() const { return dim_; }
   /// @brief Order of the factor: `dim() + 1` with bias augmentation, else `dim()`.
@@ -86,6 +63,60 @@ class factor_accumulator {
   /// @brief True when no token rows have been added yet. O(1).
   bool empty() const { return count_ == 0; }
 
+ protected:
+  /// @throws logic_error "`who`: …" if `dim < 1`, `dim > 2^20` or the EMA decay is not in (0, 1).
+  accumulator_bookkeeping(index_t dim, accumulator_options options, const char* who)
+      : dim_(dim), options_(options) {
+    SURGEON_EXPECTS(dim >= 1, "{}: dimension must be at least 1, got {}", who, dim);
+    SURGEON_EXPECTS(dim <= (index_t{1} << 20), "{}: dimension {} is implausibly large", who, dim);
+    if (options_.ema_decay) {
+      const double beta = *options_.ema_decay;
+      SURGEON_EXPECTS(beta > 0.0 && beta < 1.0, "{}: EMA decay must be in (0, 1), got {}", who, beta);
+    }
+  }
+
+  /// The weights of `state ← alpha·XᵀX + beta·state` for a batch of `rows` tokens: (1, 1) for a sum;
+  /// for an EMA with decay β, the first batch's mean replaces the state and later ones mix in with
+  /// weight 1 − β, each batch's mean weighted as one step.
+  template <typename T>
+  std::pair<T, T> batch_weights(index_t rows) const {
+    if (!is_ema()) return {T(1), T(1)};
+    const double decay = *options_.ema_decay;
+    return {static_cast<T>((count_ == 0 ? 1.0 : 1.0 - decay) / static_cast<double>(rows)),
+            static_cast<T>(count_ == 0 ? 0.0 : decay)};
+  }
+
+  index_t dim_;
+  accumulator_options options_;
+  std::int64_t count_ = 0;
+};
+
+}  // namespace detail
+
+/// @brief Accumulates one K-FAC factor from token rows `[tokens, dim]` (host views).
+///
+/// @tparam T accumulation precision, `float` or `double`. Input may be float or double either way;
+///         float input into a double accumulator is widened before the products, so the sums are
+///         formed in double.
+///
+/// Storage: one dense `size() x size()` buffer of T whose lower triangle is the state (a blocked
+/// symmetric rank-k update writes nothing else); `sum()`/`mean()` return the symmetrised matrix.
+/// Not thread-safe: one accumulator per thread, then `merge`.
+template <typename T>
+class factor_accumulator : public detail::accumulator_bookkeeping {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "factor_accumulator<float|double>");
+
+ public:
+  /// @brief The accumulation precision `T` (`float` or `double`).
+  using value_type = T;
+
+  /// @brief An empty accumulator for inputs of `dim` features.
+  /// @throws logic_error if `dim < 1` or the EMA decay is not in (0, 1).
+  explicit factor_accumulator(index_t dim, accumulator_options options = {})
+      : accumulator_bookkeeping(dim, options, "factor_accumulator") {
+    state_.assign(static_cast<std::size_t>(size() * size()), T(0));
+  }
+
   /// @brief Adds the token rows of `x` (`[tokens, dim]`, host, any leading dimension).
   ///
   /// Dispatches to the backend of `ctx` by argument-dependent lookup (`cpu::rank_k_update`).
@@ -100,13 +131,7 @@ class factor_accumulator {
                     x.rows(), x.cols(), dim_);
     check_finite(x);
     const index_t n = size();
-    T alpha = T(1);
-    T beta = T(1);
-    if (is_ema()) {
-      const double decay = *options_.ema_decay;
-      alpha = static_cast<T>((count_ == 0 ? 1.0 : 1.0 - decay) / static_cast<double>(x.rows()));
-      beta = static_cast<T>(count_ == 0 ? 0.0 : decay);
-    }
+    const auto [alpha, beta] = batch_weights<T>(x.rows());
     // x occupies the leading dim x dim block of the column-major state (leading dimension n).
     if (options_.bias) {
       // The dim x dim block through the kernel (column stride n); the bias row, which holds the
@@ -168,6 +193,21 @@ class factor_accumulator {
 
   /// @brief The raw state: column-major `size x size`, lower triangle valid. For backends.
   const T* lower_data() const { return state_.data(); }
+
+  /// @brief An accumulator whose state is `lower` (column-major `size x size`, lower triangle
+  /// read, as `lower_data`), e.g. a device accumulator's state brought to the host; bit for bit.
+  /// @throws logic_error as the constructor, if `lower` does not hold size² values or `count` < 0.
+  static factor_accumulator from_state(index_t dim, accumulator_options options, std::int64_t count,
+                                       std::vector<T> lower) {
+    factor_accumulator result(dim, options);
+    SURGEON_EXPECTS(lower.size() == result.state_.size(),
+                    "factor_accumulator::from_state: {} values for a {}x{} state", lower.size(),
+                    result.size(), result.size());
+    SURGEON_EXPECTS(count >= 0, "factor_accumulator::from_state: negative token count {}", count);
+    result.state_ = std::move(lower);
+    result.count_ = count;
+    return result;
+  }
 
   /// @brief Writes the state to `path` in the safetensors format (see `to_safetensors`), through a
   /// temporary file and a rename.
@@ -319,9 +359,6 @@ class factor_accumulator {
     return result;
   }
 
-  index_t dim_;
-  accumulator_options options_;
-  std::int64_t count_ = 0;
   std::vector<T> state_;
 };
 

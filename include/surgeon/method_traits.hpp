@@ -37,6 +37,8 @@ struct method_traits {
   double coefficient = 1.0;
   cost_scale row_scale = cost_scale::one;     ///< s_i, from G
   cost_scale column_scale = cost_scale::one;  ///< t_j, from A
+  /// The element cost is the square root of the product, |W_ij|·√(s_i t_j) (Wanda's score).
+  bool square_root = false;
 };
 
 /// @brief The table: one row per method. O(1).
@@ -51,6 +53,7 @@ constexpr method_traits traits_of(method how) noexcept {
       t.selection = selection_scope::per_row;
       t.has_sequential_form = true;
       t.column_scale = cost_scale::undamped;
+      t.square_root = true;
       break;
     case method::lobd:
       t.needs_inputs = true;

@@ -28,27 +28,8 @@ namespace surgeon::cpu {
 template <typename Adapter>
 using pruning_session = basic_pruning_session<Adapter, prune_backend>;
 
-/// @brief Prunes the adapter's model with the multi-shot schedule of `options`, on the CPU (the
-/// same signature as `cuda::prune`). Cost per shot: one calibration pass per group (the
-/// adapter's), O(R³ + C³) per matrix for the curvature, the costs, and the method's update (see
-/// cpu/update.hpp).
-/// @throws as `basic_pruning_session`.
-template <typename Adapter>
-std::vector<shot_report> prune(context& ctx, Adapter& adapter, const prune_options& options,
-                               const std::function<void(const shot_report&)>& on_shot = {}) {
-  pruning_session<Adapter> session(adapter, options, prune_backend(ctx));
-  return session.run(on_shot);
-}
-
-/// @brief As above, with the CPU backend's own choices, e.g. several matrices updated at once:
-/// `prune(ctx, model, options, surgeon::cpu::prune_backend_options{8})`.
-template <typename Adapter>
-std::vector<shot_report> prune(context& ctx, Adapter& adapter, const prune_options& options,
-                               const prune_backend_options& backend_options,
-                               const std::function<void(const shot_report&)>& on_shot = {}) {
-  pruning_session<Adapter> session(adapter, options, prune_backend(ctx, backend_options));
-  return session.run(on_shot);
-}
+/// @brief `surgeon::prune`, also found as `cpu::prune` (the same function for every backend).
+using surgeon::prune;
 
 }  // namespace surgeon::cpu
 
@@ -65,8 +46,7 @@ using pruning_session = basic_pruning_session<Adapter, cpu::prune_backend>;
 template <typename Adapter>
 std::vector<shot_report> prune(Adapter& adapter, const prune_options& options,
                                const std::function<void(const shot_report&)>& on_shot = {}) {
-  pruning_session<Adapter> session(adapter, options);
-  return session.run(on_shot);
+  return run_pruning(adapter, options, cpu::prune_backend(), on_shot);
 }
 
 /// @brief As above, with the CPU backend's own choices, e.g. several matrices updated at once:
@@ -74,8 +54,7 @@ std::vector<shot_report> prune(Adapter& adapter, const prune_options& options,
 template <typename Adapter>
 std::vector<shot_report> prune(Adapter& adapter, const prune_options& options, cpu::prune_backend backend,
                                const std::function<void(const shot_report&)>& on_shot = {}) {
-  pruning_session<Adapter> session(adapter, options, std::move(backend));
-  return session.run(on_shot);
+  return run_pruning(adapter, options, std::move(backend), on_shot);
 }
 
 }  // namespace surgeon

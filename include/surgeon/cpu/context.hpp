@@ -19,8 +19,13 @@ namespace surgeon::cpu {
 /// build (`surgeon::uses_openblas`). (The pruning driver's CPU policy can update several matrices
 /// at once on threads of its own: `cpu::prune_backend_options::update_threads`.) Cheap to
 /// construct; stateless, so one context may serve several threads.
+class prune_backend;  // cpu/prune_backend.hpp
+
 class context {
  public:
+  /// @brief The pruning driver's policy on this backend, made from the context by `surgeon::prune`
+  /// (defined in cpu/prune_backend.hpp).
+  using prune_backend_type = prune_backend;
   /// @brief A CPU context; holds no state, so construction costs nothing.
   context() = default;
   /// @brief Name of the dense-kernel provider of this build: "OpenBLAS" or "Eigen".

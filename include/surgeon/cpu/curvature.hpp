@@ -9,6 +9,8 @@
 #include <surgeon/curvature.hpp>
 #include <surgeon/kfac.hpp>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -114,27 +116,22 @@ inline damped_factor damp_and_invert(context& /*ctx*/, host_matrix_view<const do
   }
   damped_factor result;
   result.report_.lambda_requested = lambda;
-  double current = lambda;
-  for (int attempt = 0; attempt <= d.max_escalations; ++attempt) {
-    const double shift = current * scale;
-    matrix work = base;
-    work.diagonal().array() += shift;
-    if (detail::cholesky_lower_in_place(work)) {
-      detail::inverse_from_cholesky_in_place(work);
-      result.damped_ = base;
-      result.damped_.diagonal().array() += shift;
-      result.inverse_ = std::move(work);
-      result.report_.lambda_used = current;
-      result.report_.shift = shift;
-      result.report_.escalations = attempt;
-      return result;
-    }
-    current = std::max(current * d.escalation, 1e-8);
-  }
-  SURGEON_THROW(
-      numerical_error,
-      "damp_and_invert: a {}x{} factor is not positive definite even with lambda {} after {} escalations", n,
-      n, current / d.escalation, d.max_escalations);
+  surgeon::detail::escalate_damping(d, lambda, "damp_and_invert", fmt::format("a {}x{} factor", n, n),
+                                    [&](double current, int escalations) {
+                                      const double shift = current * scale;
+                                      matrix work = base;
+                                      work.diagonal().array() += shift;
+                                      if (!detail::cholesky_lower_in_place(work)) return false;
+                                      detail::inverse_from_cholesky_in_place(work);
+                                      result.damped_ = base;
+                                      result.damped_.diagonal().array() += shift;
+                                      result.inverse_ = std::move(work);
+                                      result.report_.lambda_used = current;
+                                      result.report_.shift = shift;
+                                      result.report_.escalations = escalations;
+                                      return true;
+                                    });
+  return result;
 }
 
 /// @brief The curvature of one layer: damped live sub-factors of G and A, their inverses and

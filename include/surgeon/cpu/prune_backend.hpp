@@ -44,6 +44,8 @@ struct prune_backend_options {
 /// @brief The CPU backend of the pruning driver. Default-constructible and cheap to copy.
 class prune_backend {
  public:
+  /// @brief The backend's own choices (`prune(ctx, adapter, options, backend_options)`).
+  using options_type = prune_backend_options;
   /// @brief A backend with the default options (`update_threads` 1).
   prune_backend() = default;
   /// @brief A backend on `ctx` (stateless on the CPU: the same as the default), the CUDA policy's

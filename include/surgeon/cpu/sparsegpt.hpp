@@ -44,7 +44,10 @@
 #include <surgeon/cpu/detail/dense.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/mask.hpp>
+#include <surgeon/sparsegpt.hpp>
 #include <surgeon/view.hpp>
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
@@ -55,30 +58,17 @@
 
 namespace surgeon::cpu {
 
-/// @brief Parameters of SparseGPT.
-struct sparsegpt_options {
-  /// Columns per block (the original's 128): the unit of mask selection (unstructured) and of the
-  /// lazy batch update. Must be >= 1; rounded up to a multiple of M for N:M patterns.
-  index_t block_size = 128;
-  /// Relative damping λ: `H += λ·mean(diag H)·I`. Must be finite and >= 0.
-  double damping = 0.01;
-};
+/// @brief Parameters of SparseGPT (surgeon/sparsegpt.hpp, shared by both backends).
+using surgeon::sparsegpt_options;
 
 namespace detail {
 
-/// What a SparseGPT run prunes: a layer sparsity (unstructured) or an N:M pattern.
-struct sparsegpt_target {
-  bool n_m = false;
-  double sparsity = 0.0;
-  nm_pattern pattern{};
-};
+using surgeon::detail::sparsegpt_target;
 
 /// The upper Cholesky factor U of `(H + shift·I)⁻¹` (dead inputs: row/column cleared, `H_jj = 1`),
 /// with the ×10 escalation of METHOD.md §2. `h` must already be validated. Cost: C³ flops.
 inline dense_matrix sparsegpt_inverse_factor(host_matrix_view<const double> h, double lambda,
                                              const std::vector<char>& dead) {
-  constexpr int max_escalations = 6;
-  constexpr double escalation = 10.0;
   const index_t c = h.rows();
   dense_matrix base(c, c);
   double trace = 0.0;
@@ -91,25 +81,22 @@ inline dense_matrix sparsegpt_inverse_factor(host_matrix_view<const double> h, d
     trace += h(i, i);
   }
   const double mean_diagonal = c == 0 ? 0.0 : trace / static_cast<double>(c);
-  double current = lambda;
-  for (int attempt = 0; attempt <= max_escalations; ++attempt) {
-    dense_matrix work = base;
-    work.diagonal().array() += current * mean_diagonal;
-    for (index_t j = 0; j < c; ++j) {
-      if (dead[static_cast<std::size_t>(j)] != 0) work(j, j) = 1.0;
-    }
-    if (cholesky_lower_in_place(work)) {
-      inverse_from_cholesky_in_place(work);  // full symmetric H⁻¹
-      if (cholesky_lower_in_place(work)) {   // H⁻¹ = L Lᵀ, U = Lᵀ
-        return work.triangularView<Eigen::Lower>().transpose();
-      }
-    }
-    current = std::max(current * escalation, 1e-8);
-  }
-  SURGEON_THROW(numerical_error,
-                "sparsegpt_prune: the damped {}x{} input covariance is not positive definite even with "
-                "lambda {} after {} escalations",
-                c, c, current / escalation, max_escalations);
+  dense_matrix factor;
+  surgeon::detail::escalate_damping(surgeon::detail::sparsegpt_escalation, lambda, "sparsegpt_prune",
+                                    fmt::format("the damped {}x{} input covariance", c, c),
+                                    [&](double current, int /*escalations*/) {
+                                      dense_matrix work = base;
+                                      work.diagonal().array() += current * mean_diagonal;
+                                      for (index_t j = 0; j < c; ++j) {
+                                        if (dead[static_cast<std::size_t>(j)] != 0) work(j, j) = 1.0;
+                                      }
+                                      if (!cholesky_lower_in_place(work)) return false;
+                                      inverse_from_cholesky_in_place(work);  // full symmetric H⁻¹
+                                      if (!cholesky_lower_in_place(work)) return false;  // H⁻¹ = L Lᵀ, U = Lᵀ
+                                      factor = work.triangularView<Eigen::Lower>().transpose();
+                                      return true;
+                                    });
+  return factor;
 }
 
 /// Selects the `count` lowest (score, flat index) candidates; returns their flat indices.
@@ -135,24 +122,7 @@ mask sparsegpt_run(host_matrix_view<const double> h, host_matrix_view<T> w, cons
                 "sparsegpt_prune: float or double weights");
   const index_t rows = w.rows();
   const index_t cols = w.cols();
-  SURGEON_EXPECTS(h.rows() == h.cols(), "sparsegpt_prune: h [{}, {}] is not square", h.rows(), h.cols());
-  SURGEON_EXPECTS(h.rows() == cols, "sparsegpt_prune: h is [{}, {}] but the weights have {} columns",
-                  h.rows(), h.cols(), cols);
-  SURGEON_EXPECTS(options.block_size >= 1, "sparsegpt_prune: block_size must be >= 1, got {}",
-                  options.block_size);
-  SURGEON_EXPECTS(std::isfinite(options.damping) && options.damping >= 0.0,
-                  "sparsegpt_prune: damping must be finite and >= 0, got {}", options.damping);
-  if (target.n_m) {
-    validate(target.pattern, cols);
-  } else {
-    SURGEON_EXPECTS(std::isfinite(target.sparsity) && target.sparsity >= 0.0 && target.sparsity < 1.0,
-                    "sparsegpt_prune: sparsity must be in [0, 1), got {}", target.sparsity);
-  }
-  if (must_prune != nullptr) {
-    SURGEON_EXPECTS(must_prune->rows() == rows && must_prune->cols() == cols,
-                    "sparsegpt_prune: must_prune mask [{}, {}] for weights [{}, {}]", must_prune->rows(),
-                    must_prune->cols(), rows, cols);
-  }
+  surgeon::detail::check_sparsegpt_arguments(h.rows(), h.cols(), rows, cols, target, must_prune, options);
   for (index_t i = 0; i < cols; ++i) {
     for (index_t j = 0; j < cols; ++j) {
       SURGEON_EXPECTS(std::isfinite(h(i, j)), "sparsegpt_prune: non-finite h entry {} at ({}, {})", h(i, j),

@@ -51,12 +51,8 @@ struct live_layer {
   std::vector<index_t> col_position;  // layer column -> live position, -1 when dead
 };
 
-inline std::vector<index_t> live_positions(const std::vector<index_t>& live, index_t size) {
-  std::vector<index_t> position(static_cast<std::size_t>(size), -1);
-  for (std::size_t k = 0; k < live.size(); ++k)
-    position[static_cast<std::size_t>(live[k])] = static_cast<index_t>(k);
-  return position;
-}
+using surgeon::detail::positions_of;
+using surgeon::detail::selected_positions;
 
 // Checks that `w` is the layer `curv` was factorised for, and that every weight is finite.
 template <typename T>
@@ -99,8 +95,8 @@ void check_update_inputs(const char* who, const kronecker_curvature& curv, host_
 template <typename T>
 live_layer gather_live(const kronecker_curvature& curv, host_matrix_view<T> w) {
   live_layer layer;
-  layer.row_position = live_positions(curv.dead.live_rows, w.rows());
-  layer.col_position = live_positions(curv.dead.live_cols, w.cols());
+  layer.row_position = positions_of(curv.dead.live_rows, w.rows());
+  layer.col_position = positions_of(curv.dead.live_cols, w.cols());
   const auto rows = static_cast<index_t>(curv.dead.live_rows.size());
   const auto cols = static_cast<index_t>(curv.dead.live_cols.size());
   layer.w.resize(rows, cols);
@@ -123,23 +119,6 @@ void scatter_live(const live_layer& layer, host_matrix_view<T> w) {
       row[j] = (p < 0 || q < 0) ? T(0) : static_cast<T>(layer.w(p, q));
     }
   }
-}
-
-// Sorted, de-duplicated live positions of the given layer indices (dead ones dropped).
-inline std::vector<index_t> selected_positions(const char* who, const char* what,
-                                               const std::vector<index_t>& indices,
-                                               const std::vector<index_t>& position) {
-  std::vector<index_t> result;
-  result.reserve(indices.size());
-  const auto size = static_cast<index_t>(position.size());
-  for (const index_t index : indices) {
-    SURGEON_EXPECTS(index >= 0 && index < size, "{}: {} {} is outside [0, {})", who, what, index, size);
-    const index_t p = position[static_cast<std::size_t>(index)];
-    if (p >= 0) result.push_back(p);
-  }
-  std::sort(result.begin(), result.end());
-  result.erase(std::unique(result.begin(), result.end()), result.end());
-  return result;
 }
 
 // Solves the symmetric positive definite system m x = rhs (Cholesky, LDLT when Cholesky fails).
@@ -438,6 +417,31 @@ update_report chunked_obs_update(const char* who, const kronecker_curvature& cur
 
 }  // namespace detail
 
+namespace detail {
+
+// The row update, then the column update on the weights it left (the exact joint OBS solution for
+// the union), on one gather and scatter of the live sub-layer; removed rows and columns exactly 0.
+template <typename T>
+void remove_rows_columns(const char* who, const kronecker_curvature& curv, host_matrix_view<T> w,
+                         const std::vector<index_t>& rows, const std::vector<index_t>& cols) {
+  detail::check_update_inputs(who, curv, w);
+  detail::live_layer layer = detail::gather_live(curv, w);
+  const std::vector<index_t> row_positions = detail::selected_positions(who, "row", rows, layer.row_position);
+  const std::vector<index_t> col_positions =
+      detail::selected_positions(who, "column", cols, layer.col_position);
+  detail::remove_rows(who, curv, layer.w, row_positions);
+  detail::remove_columns(who, curv, layer.w, col_positions);
+  detail::scatter_live(layer, w);
+  for (const index_t i : rows) {
+    for (index_t j = 0; j < w.cols(); ++j) w(i, j) = T(0);
+  }
+  for (index_t i = 0; i < w.rows(); ++i) {
+    for (const index_t j : cols) w(i, j) = T(0);
+  }
+}
+
+}  // namespace detail
+
 /// @brief Removes a set of whole rows (outputs) with the joint OBS update (METHOD.md §4):
 /// `ΔW = −Ĝ⁻¹[:,R] ([Ĝ⁻¹]_RR)⁻¹ W̃[R,:]` on the live sub-layer (A cancels), then `W̃[R,:] = 0`.
 ///
@@ -452,15 +456,7 @@ update_report chunked_obs_update(const char* who, const kronecker_curvature& cur
 template <typename T>
 void update_rows(context& /*ctx*/, const kronecker_curvature& curv, host_matrix_view<T> w,
                  const std::vector<index_t>& rows) {
-  constexpr const char* who = "update_rows";
-  detail::check_update_inputs(who, curv, w);
-  detail::live_layer layer = detail::gather_live(curv, w);
-  const std::vector<index_t> positions = detail::selected_positions(who, "row", rows, layer.row_position);
-  detail::remove_rows(who, curv, layer.w, positions);
-  detail::scatter_live(layer, w);
-  for (const index_t i : rows) {
-    for (index_t j = 0; j < w.cols(); ++j) w(i, j) = T(0);
-  }
+  detail::remove_rows_columns("update_rows", curv, w, rows, {});
 }
 
 /// @brief Removes a set of whole columns (inputs, or the bias column) with the joint OBS update
@@ -478,15 +474,7 @@ void update_rows(context& /*ctx*/, const kronecker_curvature& curv, host_matrix_
 template <typename T>
 void update_columns(context& /*ctx*/, const kronecker_curvature& curv, host_matrix_view<T> w,
                     const std::vector<index_t>& cols) {
-  constexpr const char* who = "update_columns";
-  detail::check_update_inputs(who, curv, w);
-  detail::live_layer layer = detail::gather_live(curv, w);
-  const std::vector<index_t> positions = detail::selected_positions(who, "column", cols, layer.col_position);
-  detail::remove_columns(who, curv, layer.w, positions);
-  detail::scatter_live(layer, w);
-  for (index_t i = 0; i < w.rows(); ++i) {
-    for (const index_t j : cols) w(i, j) = T(0);
-  }
+  detail::remove_rows_columns("update_columns", curv, w, {}, cols);
 }
 
 /// @brief Removes rows and columns together: the row update first, then the column update on the
@@ -501,21 +489,7 @@ void update_columns(context& /*ctx*/, const kronecker_curvature& curv, host_matr
 template <typename T>
 void update_rows_columns(context& /*ctx*/, const kronecker_curvature& curv, host_matrix_view<T> w,
                          const std::vector<index_t>& rows, const std::vector<index_t>& cols) {
-  constexpr const char* who = "update_rows_columns";
-  detail::check_update_inputs(who, curv, w);
-  detail::live_layer layer = detail::gather_live(curv, w);
-  const std::vector<index_t> row_positions = detail::selected_positions(who, "row", rows, layer.row_position);
-  const std::vector<index_t> col_positions =
-      detail::selected_positions(who, "column", cols, layer.col_position);
-  detail::remove_rows(who, curv, layer.w, row_positions);
-  detail::remove_columns(who, curv, layer.w, col_positions);
-  detail::scatter_live(layer, w);
-  for (const index_t i : rows) {
-    for (index_t j = 0; j < w.cols(); ++j) w(i, j) = T(0);
-  }
-  for (index_t i = 0; i < w.rows(); ++i) {
-    for (const index_t j : cols) w(i, j) = T(0);
-  }
+  detail::remove_rows_columns("update_rows_columns", curv, w, rows, cols);
 }
 
 /// @brief Correlated OBS update for an element mask, chunk by chunk (METHOD.md §4, the LLM Surgeon

@@ -74,6 +74,8 @@ inline bool device_available() noexcept {
   return count > 0;
 }
 
+class prune_backend;  // cuda/prune.hpp
+
 /// @brief Execution context of the CUDA backend: owns a non-blocking stream on one device, and a
 /// cuBLAS and a cuSOLVER (dense) handle bound to that stream.
 ///
@@ -94,6 +96,9 @@ inline bool device_available() noexcept {
 /// choose otherwise.
 class context {
  public:
+  /// @brief The pruning driver's policy on this backend, made from the context by `surgeon::prune`
+  /// (defined in cuda/prune.hpp).
+  using prune_backend_type = prune_backend;
   /// @brief Creates the stream and the handles on device ordinal `device`.
   /// @throws logic_error if `device < 0`.
   /// @throws backend_unavailable if no device is visible (with the CUDA error text), if `device` is

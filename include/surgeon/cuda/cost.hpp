@@ -23,6 +23,7 @@
 #include <surgeon/cuda/detail/layer_kernels.cuh>
 #include <surgeon/error.hpp>
 #include <surgeon/mask.hpp>
+#include <surgeon/method_traits.hpp>
 #include <surgeon/view.hpp>
 
 #include <cublas_v2.h>
@@ -81,6 +82,19 @@ device_buffer<double> gather_live(context& ctx, const kronecker_curvature& curva
   return live;
 }
 
+/// The scale vector kind of a traits-table scale (`square_root`: Wanda's √A).
+inline scale_kind kind_of(cost_scale scale, bool square_root) {
+  switch (scale) {
+    case cost_scale::undamped:
+      return square_root ? scale_kind::sqrt_undamped : scale_kind::undamped;
+    case cost_scale::inverse_of_inv:
+      return scale_kind::inverse_of_inv;
+    case cost_scale::one:
+      break;
+  }
+  return scale_kind::ones;
+}
+
 /// A per-index scale vector of length n (see `scale_kind`).
 inline device_buffer<double> make_scale(context& ctx, const damped_factor& f, scale_kind kind,
                                         double factor) {
@@ -120,6 +134,56 @@ inline std::vector<double> scatter_to_layer(const device_buffer<double>& live,
   return result;
 }
 
+/// Row costs (`rows`) or column costs of one layer from the traits table: line k costs
+/// coefficient · scale_k · q_k, with scale_k the method's scale on its own side (G for rows, A for
+/// columns) and q_k = w_kᵀ M w_k over the other side: M = I when that side's scale is one, its
+/// undamped diagonal for the diagonal methods (L-OBD), else the whole factor, undamped (K-OBD) or
+/// damped (LLM Surgeon, whose line cost is then the exact OBS cost of the whole line).
+template <typename T>
+std::vector<double> line_costs(context& ctx, method how, const kronecker_curvature& curvature,
+                               device_matrix_view<const T> w, bool rows, const char* who) {
+  expect_structured(how, who);
+  expect_layer_inputs(ctx, curvature, w, who);
+  const method_traits traits = traits_of(how);
+  const damped_factor& own = rows ? curvature.g : curvature.a;
+  const damped_factor& other = rows ? curvature.a : curvature.g;
+  const cost_scale other_scale = rows ? traits.column_scale : traits.row_scale;
+  const index_t r = curvature.g.order();
+  const index_t c = curvature.a.order();
+  const device_buffer<double> live = gather_live(ctx, curvature, w);
+  const device_buffer<double> scale =
+      make_scale(ctx, own, kind_of(rows ? traits.row_scale : traits.column_scale, false), traits.coefficient);
+  device_buffer<double> cost(ctx, rows ? r : c);
+  cudaStream_t stream = ctx.stream();
+  device_buffer<double> weight;   // the other side's diagonal
+  device_buffer<double> product;  // W·M (rows) or M·W (columns)
+  if (other_scale != cost_scale::one && uses_diagonals_only(how, structure::rows_columns)) {
+    SURGEON_EXPECTS(rows, "{}: no column quadratic with a diagonal weight", who);  // L-OBD scales A only
+    weight = make_scale(ctx, other, scale_kind::undamped, 1.0);
+  } else if (other_scale != cost_scale::one) {
+    device_buffer<double> undamped;
+    if (other_scale == cost_scale::undamped) undamped = make_undamped(ctx, other);
+    const double* m = other_scale == cost_scale::undamped ? undamped.data() : other.damped().data();
+    product = device_buffer<double>(ctx, r * c);
+    if (rows) {
+      gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, c, 1.0, live.data(), r, m, c, 0.0, product.data(), r);
+    } else {
+      gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, r, 1.0, m, r, live.data(), r, 0.0, product.data(), r);
+    }
+  }
+  // quadratic_k = Σ x ⊙ y over line k: x = W·M or M·W and y = W with a product, else x = W alone.
+  const double* x = product.size() > 0 ? product.data() : live.data();
+  const double* y = product.size() > 0 ? live.data() : nullptr;
+  if (rows) {
+    launch_row_quadratic(x, y, weight.size() > 0 ? weight.data() : nullptr, r, c, scale.data(), cost.data(),
+                         stream);
+  } else {
+    launch_column_quadratic(x, y, r, c, scale.data(), cost.data(), stream);
+  }
+  return scatter_to_layer(cost, rows ? curvature.dead.live_rows : curvature.dead.live_cols,
+                          rows ? w.rows() : w.cols());
+}
+
 }  // namespace detail
 
 /// @brief Element pruning costs of one layer (METHOD.md §3), into a device matrix.
@@ -147,34 +211,12 @@ void element_costs(context& ctx, method how, const kronecker_curvature& curvatur
   SURGEON_EXPECTS(out.rows() == w.rows() && out.cols() == w.cols(),
                   "element_costs: output [{}, {}] for weights [{}, {}]", out.rows(), out.cols(), w.rows(),
                   w.cols());
-  using detail::scale_kind;
-  scale_kind row_kind = scale_kind::ones;
-  scale_kind col_kind = scale_kind::ones;
-  double row_factor = 1.0;
-  bool absolute = false;
-  switch (how) {
-    case method::magnitude:
-      break;
-    case method::wanda:
-      col_kind = scale_kind::sqrt_undamped;
-      absolute = true;
-      break;
-    case method::lobd:
-      col_kind = scale_kind::undamped;
-      row_factor = 0.5;
-      break;
-    case method::kobd:
-      row_kind = scale_kind::undamped;
-      col_kind = scale_kind::undamped;
-      row_factor = 0.5;
-      break;
-    case method::sparsegpt:
-    case method::llm_surgeon:
-      row_kind = scale_kind::inverse_of_inv;
-      col_kind = scale_kind::inverse_of_inv;
-      row_factor = 0.5;
-      break;
-  }
+  // The method's row of the traits table: coefficient · s_i · W_ij² · t_j (Wanda: its square root).
+  const method_traits traits = traits_of(how);
+  const detail::scale_kind row_kind = detail::kind_of(traits.row_scale, false);
+  const detail::scale_kind col_kind = detail::kind_of(traits.column_scale, traits.square_root);
+  const double row_factor = traits.coefficient;
+  const bool absolute = traits.square_root;
   const device_buffer<double> row_scale = detail::make_scale(ctx, curvature.g, row_kind, row_factor);
   const device_buffer<double> col_scale = detail::make_scale(ctx, curvature.a, col_kind, 1.0);
   detail::launch_element_costs(w.data(), w.rows(), w.cols(), w.ld(), curvature.indices.row_position.data(),
@@ -205,47 +247,7 @@ device_buffer<double> element_costs(context& ctx, method how, const kronecker_cu
 template <typename T>
 std::vector<double> row_costs(context& ctx, method how, const kronecker_curvature& curvature,
                               device_matrix_view<const T> w) {
-  detail::expect_structured(how, "row_costs");
-  detail::expect_layer_inputs(ctx, curvature, w, "row_costs");
-  using detail::scale_kind;
-  const index_t r = curvature.g.order();
-  const index_t c = curvature.a.order();
-  const device_buffer<double> live = detail::gather_live(ctx, curvature, w);
-  device_buffer<double> cost(ctx, r);
-  cudaStream_t stream = ctx.stream();
-  switch (how) {
-    case method::magnitude: {
-      const device_buffer<double> ones = detail::make_scale(ctx, curvature.g, scale_kind::ones, 1.0);
-      detail::launch_row_quadratic(live.data(), nullptr, nullptr, r, c, ones.data(), cost.data(), stream);
-      break;
-    }
-    case method::lobd: {
-      const device_buffer<double> half = detail::make_scale(ctx, curvature.g, scale_kind::ones, 0.5);
-      const device_buffer<double> a = detail::make_scale(ctx, curvature.a, scale_kind::undamped, 1.0);
-      detail::launch_row_quadratic(live.data(), nullptr, a.data(), r, c, half.data(), cost.data(), stream);
-      break;
-    }
-    case method::kobd:
-    case method::llm_surgeon: {
-      // product = W A (A undamped for K-OBD, damped for LLM Surgeon); quadratic_i = Σ_j product ⊙ W.
-      const bool kobd = how == method::kobd;
-      device_buffer<double> undamped_a;
-      if (kobd) undamped_a = detail::make_undamped(ctx, curvature.a);
-      const double* a = kobd ? undamped_a.data() : curvature.a.damped().data();
-      device_buffer<double> product(ctx, r * c);
-      detail::gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, c, 1.0, live.data(), r, a, c, 0.0, product.data(), r);
-      const device_buffer<double> scale =
-          kobd ? detail::make_scale(ctx, curvature.g, scale_kind::undamped, 0.5)
-               : detail::make_scale(ctx, curvature.g, scale_kind::inverse_of_inv, 0.5);
-      detail::launch_row_quadratic(product.data(), live.data(), nullptr, r, c, scale.data(), cost.data(),
-                                   stream);
-      break;
-    }
-    case method::wanda:
-    case method::sparsegpt:
-      break;  // rejected above
-  }
-  return detail::scatter_to_layer(cost, curvature.dead.live_rows, w.rows());
+  return detail::line_costs(ctx, how, curvature, w, true, "row_costs");
 }
 
 /// @brief Column (input, or bias) pruning costs of one layer (METHOD.md §3), as in
@@ -261,44 +263,7 @@ std::vector<double> row_costs(context& ctx, method how, const kronecker_curvatur
 template <typename T>
 std::vector<double> column_costs(context& ctx, method how, const kronecker_curvature& curvature,
                                  device_matrix_view<const T> w) {
-  detail::expect_structured(how, "column_costs");
-  detail::expect_layer_inputs(ctx, curvature, w, "column_costs");
-  using detail::scale_kind;
-  const index_t r = curvature.g.order();
-  const index_t c = curvature.a.order();
-  const device_buffer<double> live = detail::gather_live(ctx, curvature, w);
-  device_buffer<double> cost(ctx, c);
-  cudaStream_t stream = ctx.stream();
-  switch (how) {
-    case method::magnitude: {
-      const device_buffer<double> ones = detail::make_scale(ctx, curvature.a, scale_kind::ones, 1.0);
-      detail::launch_column_quadratic(live.data(), nullptr, r, c, ones.data(), cost.data(), stream);
-      break;
-    }
-    case method::lobd: {
-      const device_buffer<double> a = detail::make_scale(ctx, curvature.a, scale_kind::undamped, 0.5);
-      detail::launch_column_quadratic(live.data(), nullptr, r, c, a.data(), cost.data(), stream);
-      break;
-    }
-    case method::kobd:
-    case method::llm_surgeon: {
-      const bool kobd = how == method::kobd;
-      device_buffer<double> undamped_g;
-      if (kobd) undamped_g = detail::make_undamped(ctx, curvature.g);
-      const double* g = kobd ? undamped_g.data() : curvature.g.damped().data();
-      device_buffer<double> product(ctx, r * c);
-      detail::gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, r, 1.0, g, r, live.data(), r, 0.0, product.data(), r);
-      const device_buffer<double> scale =
-          kobd ? detail::make_scale(ctx, curvature.a, scale_kind::undamped, 0.5)
-               : detail::make_scale(ctx, curvature.a, scale_kind::inverse_of_inv, 0.5);
-      detail::launch_column_quadratic(product.data(), live.data(), r, c, scale.data(), cost.data(), stream);
-      break;
-    }
-    case method::wanda:
-    case method::sparsegpt:
-      break;  // rejected above
-  }
-  return detail::scatter_to_layer(cost, curvature.dead.live_cols, w.cols());
+  return detail::line_costs(ctx, how, curvature, w, false, "column_costs");
 }
 
 }  // namespace surgeon::cuda

@@ -16,12 +16,14 @@
 #include <surgeon/cuda/context.hpp>
 #include <surgeon/cuda/detail/kfac_kernels.cuh>
 #include <surgeon/cuda/detail/layer_kernels.cuh>
+#include <surgeon/cuda/detail/solver.hpp>
 #include <surgeon/curvature.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/view.hpp>
 
 #include <cuda_runtime_api.h>
 #include <cusolverDn.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
@@ -52,19 +54,6 @@ struct eigen_decomposition {
 };
 
 namespace detail {
-
-inline int to_solver_int(index_t value, const char* what) {
-  SURGEON_EXPECTS(value >= 0 && value <= std::numeric_limits<int>::max(),
-                  "cuda curvature: {} {} does not fit a cuSOLVER int", what, value);
-  return static_cast<int>(value);
-}
-
-/// The order of a square matrix for a 32-bit (legacy) cuSOLVER routine whose int arithmetic (the
-/// workspace size, the n² offsets) holds up to `largest`.
-inline int to_square_solver_int(index_t n, index_t largest, const char* who) {
-  SURGEON_EXPECTS(n <= largest, "{}: order {} exceeds the 32-bit cuSOLVER limit of {}", who, n, largest);
-  return static_cast<int>(n);
-}
 
 inline void syevd_buffer_size(cusolverDnHandle_t h, int n, const float* a, const float* w, int* lwork) {
   SURGEON_CUSOLVER_CHECK(
@@ -111,7 +100,7 @@ eigen_decomposition<T> symmetric_eigen(context& ctx, device_matrix_view<const T>
                   m.rows(), m.cols());
   const index_t n = m.rows();
   // syevd's workspace of 1 + 6n + 2n² elements is counted in an int.
-  const int ni = detail::to_square_solver_int(n, 32766, "symmetric_eigen");
+  const int ni = detail::to_square_int(n, 32766, "symmetric_eigen");
   cudaStream_t stream = ctx.stream();
   eigen_decomposition<T> result;
   result.order = n;
@@ -208,10 +197,9 @@ inline damped_factor damp_and_invert(context& ctx, device_matrix_view<const doub
   SURGEON_EXPECTS(n > 0, "damp_and_invert: empty factor");
   SURGEON_EXPECTS(std::isfinite(lambda) && lambda >= 0.0, "damp_and_invert: lambda must be >= 0, got {}",
                   lambda);
-  // potrf/potri index the n x n factor with int: n² must stay below 2³¹.
-  const int ni = detail::to_square_solver_int(n, 46340, "damp_and_invert");
+  SURGEON_EXPECTS(n <= detail::cholesky_largest_order, "{}: order {} exceeds the 32-bit cuSOLVER limit of {}",
+                  "damp_and_invert", n, detail::cholesky_largest_order);
   cudaStream_t stream = ctx.stream();
-  cusolverDnHandle_t solver = ctx.cusolver();
 
   device_buffer<double> base(ctx, n * n);
   detail::copy_square(base.data(), factor, stream);
@@ -236,51 +224,29 @@ inline damped_factor damp_and_invert(context& ctx, device_matrix_view<const doub
   }
 
   device_buffer<double> work(ctx, n * n);
-  int lwork_potrf = 0;
-  int lwork_potri = 0;
-  SURGEON_CUSOLVER_CHECK(
-      cusolverDnDpotrf_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, ni, work.data(), ni, &lwork_potrf));
-  SURGEON_CUSOLVER_CHECK(
-      cusolverDnDpotri_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, ni, work.data(), ni, &lwork_potri));
-  SURGEON_EXPECTS(lwork_potrf >= 0 && lwork_potri >= 0, "damp_and_invert: negative cuSOLVER workspace");
-  const int lwork = std::max({lwork_potrf, lwork_potri, 1});
-  device_buffer<double> workspace(ctx, lwork);
-  device_buffer<int> info(ctx, 1);
-
+  detail::cholesky_workspace cholesky(ctx, n, work.data(), "damp_and_invert");
   damped_factor result;
   result.report_.lambda_requested = lambda;
-  double current = lambda;
-  for (int attempt = 0; attempt <= d.max_escalations; ++attempt) {
-    const double shift = current * scale;
-    SURGEON_CUDA_CHECK(
-        cudaMemcpyAsync(work.data(), base.data(), base.size_bytes(), cudaMemcpyDeviceToDevice, stream));
-    detail::launch_add_diagonal(work.data(), n, n, shift, stream);
-    SURGEON_CUSOLVER_CHECK(cusolverDnDpotrf(solver, CUBLAS_FILL_MODE_LOWER, ni, work.data(), ni,
-                                            workspace.data(), lwork, info.data()));
-    if (fetch_cusolver_info(info.data(), stream, "cusolverDnDpotrf") == 0) {
-      SURGEON_CUSOLVER_CHECK(cusolverDnDpotri(solver, CUBLAS_FILL_MODE_LOWER, ni, work.data(), ni,
-                                              workspace.data(), lwork, info.data()));
-      const int singular = fetch_cusolver_info(info.data(), stream, "cusolverDnDpotri");
-      if (singular > 0) {
-        SURGEON_THROW(numerical_error, "damp_and_invert: potri found a zero pivot at {} of a {}x{} factor",
-                      singular, n, n);
-      }
-      detail::launch_lower_to_upper(work.data(), n, n, stream);
-      detail::launch_add_diagonal(base.data(), n, n, shift, stream);
-      result.order_ = n;
-      result.damped_ = std::move(base);
-      result.inverse_ = std::move(work);
-      result.report_.lambda_used = current;
-      result.report_.shift = shift;
-      result.report_.escalations = attempt;
-      return result;
-    }
-    current = std::max(current * d.escalation, 1e-8);
-  }
-  SURGEON_THROW(
-      numerical_error,
-      "damp_and_invert: a {}x{} factor is not positive definite even with lambda {} after {} escalations", n,
-      n, current / d.escalation, d.max_escalations);
+  surgeon::detail::escalate_damping(
+      d, lambda, "damp_and_invert", fmt::format("a {}x{} factor", n, n),
+      [&](double current, int escalations) {
+        const double shift = current * scale;
+        SURGEON_CUDA_CHECK(
+            cudaMemcpyAsync(work.data(), base.data(), base.size_bytes(), cudaMemcpyDeviceToDevice, stream));
+        detail::launch_add_diagonal(work.data(), n, n, shift, stream);
+        if (!cholesky.factor(work.data())) return false;
+        cholesky.invert(work.data());
+        detail::launch_lower_to_upper(work.data(), n, n, stream);
+        detail::launch_add_diagonal(base.data(), n, n, shift, stream);
+        result.order_ = n;
+        result.damped_ = std::move(base);
+        result.inverse_ = std::move(work);
+        result.report_.lambda_used = current;
+        result.report_.shift = shift;
+        result.report_.escalations = escalations;
+        return true;
+      });
+  return result;
 }
 
 /// @brief The live index lists of a layer in device memory, for the layer kernels.
@@ -309,12 +275,7 @@ struct kronecker_curvature {
 
 namespace detail {
 
-inline std::vector<index_t> positions_of(const std::vector<index_t>& live, index_t size) {
-  std::vector<index_t> position(static_cast<std::size_t>(size), -1);
-  for (std::size_t k = 0; k < live.size(); ++k)
-    position[static_cast<std::size_t>(live[k])] = static_cast<index_t>(k);
-  return position;
-}
+using surgeon::detail::positions_of;
 
 inline device_buffer<index_t> upload_indices(const context& ctx, const std::vector<index_t>& values) {
   device_buffer<index_t> buffer(ctx, static_cast<index_t>(values.size()));

@@ -21,6 +21,7 @@
 #include <surgeon/cuda/check.hpp>
 #include <surgeon/cuda/context.hpp>
 #include <surgeon/cuda/detail/kfac_kernels.cuh>
+#include <surgeon/cuda/detail/solver.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/io/safetensors.hpp>
 #include <surgeon/kfac.hpp>
@@ -53,13 +54,6 @@ inline void syrk_lower(cublasHandle_t handle, int n, int k, double alpha, const 
                        double beta, double* c, int ldc) {
   SURGEON_CUBLAS_CHECK(
       cublasDsyrk(handle, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, n, k, &alpha, a, lda, &beta, c, ldc));
-}
-
-/// Checks that a dimension fits cuBLAS's `int` arguments.
-inline int to_blas_int(index_t value, const char* what) {
-  SURGEON_EXPECTS(value >= 0 && value <= std::numeric_limits<int>::max(),
-                  "cuda::device_factor_accumulator: {} {} does not fit a cuBLAS int", what, value);
-  return static_cast<int>(value);
 }
 
 /// Page-locked host memory (`cudaMallocHost`), so that host-to-device copies are asynchronous.
@@ -231,7 +225,7 @@ class host_staging_area {
 /// that batch may already be in the state (its update is several kernels): `reset()` before
 /// accumulating again. A `logic_error` (bad shape, non-finite input) leaves the state unchanged.
 template <typename T>
-class device_factor_accumulator {
+class device_factor_accumulator : public surgeon::detail::accumulator_bookkeeping {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "device_factor_accumulator<float|double>");
 
@@ -246,16 +240,8 @@ class device_factor_accumulator {
   /// @throws cuda_error if the device allocation fails.
   /// Cost: `size()²` elements of T in device memory.
   device_factor_accumulator(context& ctx, index_t dim, accumulator_options options = {})
-      : dim_(dim), options_(options) {
-    SURGEON_EXPECTS(dim >= 1, "device_factor_accumulator: dimension must be at least 1, got {}", dim);
-    SURGEON_EXPECTS(dim <= (index_t{1} << 20), "device_factor_accumulator: dimension {} is implausibly large",
-                    dim);
-    if (options_.ema_decay) {
-      const double beta = *options_.ema_decay;
-      SURGEON_EXPECTS(beta > 0.0 && beta < 1.0,
-                      "device_factor_accumulator: EMA decay must be in (0, 1), got {}", beta);
-    }
-    detail::to_blas_int(size(), "order");
+      : accumulator_bookkeeping(dim, options, "device_factor_accumulator") {
+    detail::to_int(size(), "cuda::device_factor_accumulator", "order");
     state_ = device_buffer<T>(ctx, size() * size());
     state_.fill_zero();
     nonfinite_ = device_buffer<int>(ctx, 1);
@@ -269,21 +255,6 @@ class device_factor_accumulator {
     result.count_ = host.count();
     return result;
   }
-
-  /// @brief Number of input features (without the bias 1).
-  index_t dim() const { return dim_; }
-  /// @brief Order of the factor: `dim() + 1` with bias augmentation, else `dim()`.
-  index_t size() const { return dim_ + (options_.bias ? 1 : 0); }
-  /// @brief Whether inputs are augmented with a bias 1 (`options().bias`).
-  bool has_bias() const { return options_.bias; }
-  /// @brief Whether the factor is an exponential moving average (`options().ema_decay` is set).
-  bool is_ema() const { return options_.ema_decay.has_value(); }
-  /// @brief The options the accumulator was made with.
-  const accumulator_options& options() const { return options_; }
-  /// @brief Token rows seen so far.
-  std::int64_t count() const { return count_; }
-  /// @brief Whether no token row has been added yet (`count() == 0`).
-  bool empty() const { return count_ == 0; }
 
   /// @brief The raw device state: column-major `size() x size()`, lower triangle valid (the
   /// strict upper triangle is unspecified). Ordered on the stream of the creating context.
@@ -300,7 +271,7 @@ class device_factor_accumulator {
   void add(context& ctx, device_matrix_view<const In> x) {
     static_assert(std::is_same_v<In, float> || std::is_same_v<In, double>, "float or double input");
     check_shape(x.rows(), x.cols());
-    detail::to_blas_int(x.ld(), "leading dimension");
+    detail::to_int(x.ld(), "cuda::device_factor_accumulator", "leading dimension");
     cudaStream_t stream = ctx.stream();
     SURGEON_CUDA_CHECK(cudaMemsetAsync(nonfinite_.data(), 0, sizeof(int), stream));
     detail::launch_flag_nonfinite(x.data(), x.rows(), x.cols(), x.ld(), nonfinite_.data(), stream);
@@ -450,30 +421,7 @@ class device_factor_accumulator {
   /// Cost: one device-to-host copy of size()² elements plus O(size²) host work.
   /// @throws cuda_error if the copy fails.
   factor_accumulator<T> to_host() const {
-    const index_t n = size();
-    std::vector<T> lower = state_.to_host();
-    // The only public way into a host accumulator's state is its safetensors form; going through
-    // it in memory keeps the state exact (the format stores the values bit for bit).
-    std::vector<T> full(lower.size());
-    for (index_t j = 0; j < n; ++j) {
-      for (index_t i = j; i < n; ++i) {
-        const T value = lower[static_cast<std::size_t>(j * n + i)];
-        full[static_cast<std::size_t>(j * n + i)] = value;
-        full[static_cast<std::size_t>(i * n + j)] = value;
-      }
-    }
-    io::safetensors_writer writer;
-    writer.set_metadata("format", "surgeon.factor");
-    writer.set_metadata("version", "1");
-    writer.set_metadata("dim", std::to_string(dim_));
-    writer.set_metadata("bias", options_.bias ? "1" : "0");
-    writer.set_metadata("count", std::to_string(count_));
-    writer.set_metadata("mode", is_ema() ? "ema" : "sum");
-    if (is_ema()) writer.set_metadata("decay", fmt::format("{:.17g}", *options_.ema_decay));
-    writer.add<T>("factor", {n, n}, full.data());
-    const io::safetensors_reader reader =
-        io::safetensors_reader::from_bytes(writer.to_bytes(), "<device_factor_accumulator>");
-    return factor_accumulator<T>::from_safetensors(reader, "factor", "", "<device_factor_accumulator>");
+    return factor_accumulator<T>::from_state(dim_, options_, count_, state_.to_host());
   }
 
  private:
@@ -481,7 +429,7 @@ class device_factor_accumulator {
     SURGEON_EXPECTS(rows > 0, "device_factor_accumulator::add: empty input (0 token rows)");
     SURGEON_EXPECTS(cols == dim_, "device_factor_accumulator::add: input is [{}, {}], expected [tokens, {}]",
                     rows, cols, dim_);
-    detail::to_blas_int(rows, "token count");
+    detail::to_int(rows, "cuda::device_factor_accumulator", "token count");
   }
 
   void check_mergeable(index_t other_dim, const accumulator_options& other_options) const {
@@ -498,22 +446,18 @@ class device_factor_accumulator {
   /// the converted rows when In differs from T (grown as needed, reused in stream order).
   template <typename In>
   void update(context& ctx, const In* x, index_t rows, index_t ld, device_buffer<T>& scratch) {
-    T alpha = T(1);
-    T beta = T(1);
-    if (is_ema()) {
-      const double decay = *options_.ema_decay;
-      alpha = static_cast<T>((count_ == 0 ? 1.0 : 1.0 - decay) / static_cast<double>(rows));
-      beta = static_cast<T>(count_ == 0 ? 0.0 : decay);
-    }
+    const auto [alpha, beta] = batch_weights<T>(rows);
     const index_t n = size();
     cudaStream_t stream = ctx.stream();
     cublasHandle_t handle = ctx.cublas();
     SURGEON_CUBLAS_CHECK(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST));
-    const int order = detail::to_blas_int(dim_, "dimension");
-    const int ldc = detail::to_blas_int(n, "order");
+    const int order = detail::to_int(dim_, "cuda::device_factor_accumulator", "dimension");
+    const int ldc = detail::to_int(n, "cuda::device_factor_accumulator", "order");
     if constexpr (std::is_same_v<In, T>) {
-      detail::syrk_lower(handle, order, detail::to_blas_int(rows, "token count"), alpha, x,
-                         detail::to_blas_int(ld, "leading dimension"), beta, state_.data(), ldc);
+      detail::syrk_lower(handle, order,
+                         detail::to_int(rows, "cuda::device_factor_accumulator", "token count"), alpha, x,
+                         detail::to_int(ld, "cuda::device_factor_accumulator", "leading dimension"), beta,
+                         state_.data(), ldc);
     } else {
       const index_t block = std::min(convert_block, rows);
       // The old scratch is freed in stream order, after the updates that read it.
@@ -529,9 +473,6 @@ class device_factor_accumulator {
     count_ += rows;
   }
 
-  index_t dim_;
-  accumulator_options options_;
-  std::int64_t count_ = 0;
   device_buffer<T> state_;
   device_buffer<int> nonfinite_;
   device_buffer<T> converted_;                      // conversion scratch of the device `add`

@@ -66,6 +66,8 @@ struct prune_backend_options {
 /// @brief The CUDA backend of the pruning driver, on one context (which must outlive it).
 class prune_backend {
  public:
+  /// @brief The backend's own choices (`prune(ctx, adapter, options, backend_options)`).
+  using options_type = prune_backend_options;
   /// @brief Device accumulators (double) of one calibration pass, fed from host batches through
   /// one shared staging area (two of the largest batch, not two per factor).
   class store : public surgeon::detail::factor_sink {
@@ -311,27 +313,10 @@ class prune_backend {
 template <typename Adapter>
 using pruning_session = basic_pruning_session<Adapter, prune_backend>;
 
-/// @brief Prunes the adapter's model with the multi-shot schedule of `options` on `ctx`'s device.
-/// Same results as `surgeon::prune` up to floating-point rounding (and the ties that rounding can
-/// flip). Cost per shot: one calibration pass per group; curvature, costs, selection and updates
-/// on the device, two uploads and one download of each matrix's weights.
-/// @throws as `basic_pruning_session`; cuda_error on any CUDA failure.
-template <typename Adapter>
-std::vector<shot_report> prune(context& ctx, Adapter& adapter, const prune_options& options,
-                               const std::function<void(const shot_report&)>& on_shot = {}) {
-  pruning_session<Adapter> session(adapter, options, prune_backend(ctx));
-  return session.run(on_shot);
-}
-
-/// @brief As above, with the CUDA backend's own choices (e.g. `costs_on_host` for models whose
-/// element costs do not fit in device memory beside a group's factors).
-template <typename Adapter>
-std::vector<shot_report> prune(context& ctx, Adapter& adapter, const prune_options& options,
-                               const prune_backend_options& backend_options,
-                               const std::function<void(const shot_report&)>& on_shot = {}) {
-  pruning_session<Adapter> session(adapter, options, prune_backend(ctx, backend_options));
-  return session.run(on_shot);
-}
+/// @brief `surgeon::prune` (driver/session.hpp), also found as `cuda::prune`: with a
+/// `cuda::context` it runs on that context's device. Two uploads and one download of each
+/// matrix's weights per shot beside the device work.
+using surgeon::prune;
 
 }  // namespace surgeon::cuda
 

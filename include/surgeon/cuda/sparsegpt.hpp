@@ -35,15 +35,18 @@
 #include <surgeon/cuda/check.hpp>
 #include <surgeon/cuda/context.hpp>
 #include <surgeon/cuda/detail/kfac_kernels.cuh>
+#include <surgeon/cuda/detail/solver.hpp>
 #include <surgeon/cuda/detail/sparsegpt_kernels.cuh>
 #include <surgeon/cuda/mask.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/mask.hpp>
+#include <surgeon/sparsegpt.hpp>
 #include <surgeon/view.hpp>
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cusolverDn.h>
+#include <fmt/format.h>
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
@@ -57,30 +60,12 @@
 
 namespace surgeon::cuda {
 
-/// @brief Parameters of SparseGPT (the same meaning and defaults as `cpu::sparsegpt_options`).
-struct sparsegpt_options {
-  /// Columns per block (the original's 128): the unit of mask selection (unstructured) and of the
-  /// lazy batch update. Must be >= 1; rounded up to a multiple of M for N:M patterns.
-  index_t block_size = 128;
-  /// Relative damping λ: `H += λ·mean(diag H)·I`. Must be finite and >= 0.
-  double damping = 0.01;
-};
+/// @brief Parameters of SparseGPT (surgeon/sparsegpt.hpp, shared by both backends).
+using surgeon::sparsegpt_options;
 
 namespace detail {
 
-/// What a SparseGPT run prunes: a layer sparsity (unstructured) or an N:M pattern.
-struct sparsegpt_target {
-  bool n_m = false;
-  double sparsity = 0.0;
-  nm_pattern pattern{};
-};
-
-/// Checks that a dimension fits the `int` arguments of cuBLAS and cuSOLVER.
-inline int sparsegpt_int(index_t value, const char* what) {
-  SURGEON_EXPECTS(value >= 0 && value <= std::numeric_limits<int>::max(),
-                  "sparsegpt_prune: {} {} does not fit a cuBLAS/cuSOLVER int", what, value);
-  return static_cast<int>(value);
-}
+using surgeon::detail::sparsegpt_target;
 
 /// Writes into `l` (C·C doubles) the lower factor L of `(H + shift·I)⁻¹ = L Lᵀ`, column-major, dead
 /// inputs with their row and column cleared and `H_jj = 1`, shift = λ·`mean_diagonal`, with the ×10
@@ -91,47 +76,18 @@ inline int sparsegpt_int(index_t value, const char* what) {
 /// @throws numerical_error when every attempt fails; cuda_error on a CUDA/cuSOLVER failure.
 inline void sparsegpt_inverse_factor(context& ctx, device_matrix_view<const double> h, double lambda,
                                      double mean_diagonal, const unsigned char* dead, double* l) {
-  constexpr int max_escalations = 6;
-  constexpr double escalation = 10.0;
   const index_t c = h.rows();
-  const int ci = sparsegpt_int(c, "order");
   cudaStream_t stream = ctx.stream();
-  cusolverDnHandle_t solver = ctx.cusolver();
-  int lwork_potrf = 0;
-  int lwork_potri = 0;
-  SURGEON_CUSOLVER_CHECK(
-      cusolverDnDpotrf_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, ci, l, ci, &lwork_potrf));
-  SURGEON_CUSOLVER_CHECK(
-      cusolverDnDpotri_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, ci, l, ci, &lwork_potri));
-  SURGEON_EXPECTS(lwork_potrf >= 0 && lwork_potri >= 0, "sparsegpt_prune: negative cuSOLVER workspace");
-  const int lwork = std::max({lwork_potrf, lwork_potri, 1});
-  device_buffer<double> workspace(ctx, lwork);
-  device_buffer<int> info(ctx, 1);
-
-  double current = lambda;
-  for (int attempt = 0; attempt <= max_escalations; ++attempt) {
-    launch_sparsegpt_factor_input(h.data(), c, h.ld(), dead, current * mean_diagonal, l, stream);
-    SURGEON_CUSOLVER_CHECK(
-        cusolverDnDpotrf(solver, CUBLAS_FILL_MODE_LOWER, ci, l, ci, workspace.data(), lwork, info.data()));
-    if (fetch_cusolver_info(info.data(), stream, "cusolverDnDpotrf") == 0) {
-      SURGEON_CUSOLVER_CHECK(
-          cusolverDnDpotri(solver, CUBLAS_FILL_MODE_LOWER, ci, l, ci, workspace.data(), lwork, info.data()));
-      const int singular = fetch_cusolver_info(info.data(), stream, "cusolverDnDpotri");
-      if (singular > 0) {
-        SURGEON_THROW(numerical_error, "sparsegpt_prune: potri found a zero pivot at {} of a {}x{} factor",
-                      singular, c, c);
-      }
-      // H⁻¹ = L Lᵀ: the lower factor of the inverse, so U = Lᵀ.
-      SURGEON_CUSOLVER_CHECK(
-          cusolverDnDpotrf(solver, CUBLAS_FILL_MODE_LOWER, ci, l, ci, workspace.data(), lwork, info.data()));
-      if (fetch_cusolver_info(info.data(), stream, "cusolverDnDpotrf") == 0) return;
-    }
-    current = std::max(current * escalation, 1e-8);
-  }
-  SURGEON_THROW(numerical_error,
-                "sparsegpt_prune: the damped {}x{} input covariance is not positive definite even with "
-                "lambda {} after {} escalations",
-                c, c, current / escalation, max_escalations);
+  cholesky_workspace cholesky(ctx, c, l, "sparsegpt_prune");
+  surgeon::detail::escalate_damping(
+      surgeon::detail::sparsegpt_escalation, lambda, "sparsegpt_prune",
+      fmt::format("the damped {}x{} input covariance", c, c), [&](double current, int /*escalations*/) {
+        launch_sparsegpt_factor_input(h.data(), c, h.ld(), dead, current * mean_diagonal, l, stream);
+        if (!cholesky.factor(l)) return false;
+        cholesky.invert(l);
+        // H⁻¹ = L Lᵀ: the lower factor of the inverse, so U = Lᵀ.
+        return cholesky.factor(l);
+      });
 }
 
 /// The whole algorithm; the public overloads only describe the target.
@@ -142,27 +98,10 @@ mask sparsegpt_run(context& ctx, device_matrix_view<const double> h, device_matr
                 "sparsegpt_prune: float or double weights");
   const index_t rows = w.rows();
   const index_t cols = w.cols();
-  SURGEON_EXPECTS(h.rows() == h.cols(), "sparsegpt_prune: h [{}, {}] is not square", h.rows(), h.cols());
-  SURGEON_EXPECTS(h.rows() == cols, "sparsegpt_prune: h is [{}, {}] but the weights have {} columns",
-                  h.rows(), h.cols(), cols);
-  SURGEON_EXPECTS(options.block_size >= 1, "sparsegpt_prune: block_size must be >= 1, got {}",
-                  options.block_size);
-  SURGEON_EXPECTS(std::isfinite(options.damping) && options.damping >= 0.0,
-                  "sparsegpt_prune: damping must be finite and >= 0, got {}", options.damping);
-  if (target.n_m) {
-    validate(target.pattern, cols);
-  } else {
-    SURGEON_EXPECTS(std::isfinite(target.sparsity) && target.sparsity >= 0.0 && target.sparsity < 1.0,
-                    "sparsegpt_prune: sparsity must be in [0, 1), got {}", target.sparsity);
-  }
-  if (must_prune != nullptr) {
-    SURGEON_EXPECTS(must_prune->rows() == rows && must_prune->cols() == cols,
-                    "sparsegpt_prune: must_prune mask [{}, {}] for weights [{}, {}]", must_prune->rows(),
-                    must_prune->cols(), rows, cols);
-  }
+  surgeon::detail::check_sparsegpt_arguments(h.rows(), h.cols(), rows, cols, target, must_prune, options);
   // cuBLAS and cuSOLVER take int dimensions; checked before any device work.
-  const int ri = sparsegpt_int(rows, "row count");
-  const int ci = sparsegpt_int(cols, "column count");
+  const int ri = to_int(rows, "sparsegpt_prune", "row count");
+  const int ci = to_int(cols, "sparsegpt_prune", "column count");
   cudaStream_t stream = ctx.stream();
 
   // Input checks on the device: a flag per input and the diagonal of h, one synchronization.
@@ -277,9 +216,10 @@ mask sparsegpt_run(context& ctx, device_matrix_view<const double> h, device_matr
     if (j1 < cols) {
       // Lazy batch update: work[:, j1:] −= E · U[j0:j1, j1:]. U[j0:j1, j1:] is the transpose of the
       // column-major L block at rows j1.., columns j0..j1 (leading dimension C).
-      SURGEON_CUBLAS_CHECK(cublasDgemm(blas, CUBLAS_OP_N, CUBLAS_OP_T, ri, sparsegpt_int(cols - j1, "width"),
-                                       sparsegpt_int(width, "block"), &minus_one, errors.data(), ri,
-                                       l.data() + j0 * cols + j1, ci, &one, work.data() + j1 * rows, ri));
+      SURGEON_CUBLAS_CHECK(cublasDgemm(blas, CUBLAS_OP_N, CUBLAS_OP_T, ri,
+                                       to_int(cols - j1, "sparsegpt_prune", "width"),
+                                       to_int(width, "sparsegpt_prune", "block"), &minus_one, errors.data(),
+                                       ri, l.data() + j0 * cols + j1, ci, &one, work.data() + j1 * rows, ri));
     }
   }
 

@@ -29,6 +29,7 @@
 #include <surgeon/cuda/cost.hpp>
 #include <surgeon/cuda/curvature.hpp>
 #include <surgeon/cuda/detail/layer_kernels.cuh>
+#include <surgeon/cuda/detail/solver.hpp>
 #include <surgeon/cuda/detail/whole_mask.hpp>
 #include <surgeon/cuda/mask.hpp>
 #include <surgeon/error.hpp>
@@ -49,70 +50,11 @@ namespace surgeon::cuda {
 
 namespace detail {
 
-/// Solves `system · X = rhs` on `ctx`'s stream: `system` packed `[n, n]` symmetric (not modified),
-/// `rhs` column-major `[n, k]` (ld n), overwritten by X. Cholesky first; LU with partial pivoting
-/// when the Cholesky finds the system not positive definite. Waits for each routine's `info`.
-/// Cost: n³/3 + 2n²k flops (Cholesky), 2n³/3 + 2n²k (LU); device memory n² doubles.
-/// @throws logic_error if n > 46340 (n² would overflow the 32-bit solver API).
-inline void solve_spd(context& ctx, const char* who, const double* system, index_t n, double* rhs,
-                      index_t k) {
-  if (n == 0 || k == 0) return;
-  // The 32-bit cuSOLVER routines index the n x n factor with int: n² must stay below 2³¹.
-  constexpr index_t largest = 46340;
-  SURGEON_EXPECTS(n <= largest,
-                  "{}: a system of {} entries exceeds the 32-bit cuSOLVER limit of {} (lower correlate::max, "
-                  "or use the whole-mask PCG update)",
-                  who, n, largest);
-  const int ni = to_solver_int(n, "system order");
-  const int ki = to_solver_int(k, "right-hand sides");
-  cudaStream_t stream = ctx.stream();
-  cusolverDnHandle_t solver = ctx.cusolver();
-  device_buffer<double> factor(ctx, n * n);
-  SURGEON_CUDA_CHECK(
-      cudaMemcpyAsync(factor.data(), system, factor.size_bytes(), cudaMemcpyDeviceToDevice, stream));
-  device_buffer<int> info(ctx, 1);
-  int lwork = 0;
-  SURGEON_CUSOLVER_CHECK(
-      cusolverDnDpotrf_bufferSize(solver, CUBLAS_FILL_MODE_LOWER, ni, factor.data(), ni, &lwork));
-  device_buffer<double> work(ctx, std::max(lwork, 1));
-  SURGEON_CUSOLVER_CHECK(cusolverDnDpotrf(solver, CUBLAS_FILL_MODE_LOWER, ni, factor.data(), ni, work.data(),
-                                          lwork, info.data()));
-  if (fetch_cusolver_info(info.data(), stream, "cusolverDnDpotrf") == 0) {
-    SURGEON_CUSOLVER_CHECK(
-        cusolverDnDpotrs(solver, CUBLAS_FILL_MODE_LOWER, ni, ki, factor.data(), ni, rhs, ni, info.data()));
-    fetch_cusolver_info(info.data(), stream, "cusolverDnDpotrs");
-    return;
-  }
-  SURGEON_CUDA_CHECK(
-      cudaMemcpyAsync(factor.data(), system, factor.size_bytes(), cudaMemcpyDeviceToDevice, stream));
-  SURGEON_CUSOLVER_CHECK(cusolverDnDgetrf_bufferSize(solver, ni, ni, factor.data(), ni, &lwork));
-  work = device_buffer<double>(ctx, std::max(lwork, 1));
-  device_buffer<int> pivots(ctx, n);
-  SURGEON_CUSOLVER_CHECK(
-      cusolverDnDgetrf(solver, ni, ni, factor.data(), ni, work.data(), pivots.data(), info.data()));
-  if (fetch_cusolver_info(info.data(), stream, "cusolverDnDgetrf") != 0) {
-    SURGEON_THROW(numerical_error, "{}: the {}x{} OBS system could not be factorised", who, n, n);
-  }
-  SURGEON_CUSOLVER_CHECK(
-      cusolverDnDgetrs(solver, CUBLAS_OP_N, ni, ki, factor.data(), ni, pivots.data(), rhs, ni, info.data()));
-  fetch_cusolver_info(info.data(), stream, "cusolverDnDgetrs");
-}
-
 /// Sorted, de-duplicated live positions of the given layer indices (dead ones dropped).
 inline std::vector<index_t> selected_positions(const char* who, const char* what,
                                                const std::vector<index_t>& indices,
                                                const std::vector<index_t>& live, index_t size) {
-  const std::vector<index_t> position = positions_of(live, size);
-  std::vector<index_t> result;
-  result.reserve(indices.size());
-  for (const index_t index : indices) {
-    SURGEON_EXPECTS(index >= 0 && index < size, "{}: {} {} is outside [0, {})", who, what, index, size);
-    const index_t p = position[static_cast<std::size_t>(index)];
-    if (p >= 0) result.push_back(p);
-  }
-  std::sort(result.begin(), result.end());
-  result.erase(std::unique(result.begin(), result.end()), result.end());
-  return result;
+  return surgeon::detail::selected_positions(who, what, indices, positions_of(live, size));
 }
 
 /// Row-set OBS on the live sub-layer (column-major `[r, c]`):
@@ -194,6 +136,28 @@ void zero_layer_rows_columns(context& ctx, device_matrix_view<T> w, const std::v
 
 }  // namespace detail
 
+namespace detail {
+
+// The row update, then the column update on the weights it left (the exact joint OBS solution for
+// the union), on one gather and scatter of the live sub-layer; removed rows and columns exactly 0.
+template <typename T>
+void remove_rows_columns(context& ctx, const char* who, const kronecker_curvature& curv,
+                         device_matrix_view<T> w, const std::vector<index_t>& rows,
+                         const std::vector<index_t>& cols) {
+  detail::check_update(ctx, who, curv, w);
+  const std::vector<index_t> row_positions =
+      detail::selected_positions(who, "row", rows, curv.dead.live_rows, w.rows());
+  const std::vector<index_t> col_positions =
+      detail::selected_positions(who, "column", cols, curv.dead.live_cols, w.cols());
+  device_buffer<double> live = detail::gather_live(ctx, curv, device_matrix_view<const T>(w));
+  detail::remove_rows(ctx, who, curv, live.data(), row_positions);
+  detail::remove_columns(ctx, who, curv, live.data(), col_positions);
+  detail::scatter_live(ctx, curv, live, w);
+  detail::zero_layer_rows_columns(ctx, w, rows, cols);
+}
+
+}  // namespace detail
+
 /// @brief Removes a set of whole rows (outputs) with the joint OBS update (METHOD.md §4):
 /// `ΔW = −Ĝ⁻¹[:,R] ([Ĝ⁻¹]_RR)⁻¹ W̃[R,:]` on the live sub-layer, then `W̃[R,:] = 0`. As
 /// `cpu::update_rows`.
@@ -208,14 +172,7 @@ void zero_layer_rows_columns(context& ctx, device_matrix_view<T> w, const std::v
 template <typename T>
 void update_rows(context& ctx, const kronecker_curvature& curv, device_matrix_view<T> w,
                  const std::vector<index_t>& rows) {
-  constexpr const char* who = "update_rows";
-  detail::check_update(ctx, who, curv, w);
-  const std::vector<index_t> positions =
-      detail::selected_positions(who, "row", rows, curv.dead.live_rows, w.rows());
-  device_buffer<double> live = detail::gather_live(ctx, curv, device_matrix_view<const T>(w));
-  detail::remove_rows(ctx, who, curv, live.data(), positions);
-  detail::scatter_live(ctx, curv, live, w);
-  detail::zero_layer_rows_columns(ctx, w, rows, {});
+  detail::remove_rows_columns(ctx, "update_rows", curv, w, rows, {});
 }
 
 /// @brief Removes a set of whole columns (inputs, or the bias column) with the joint OBS update
@@ -227,14 +184,7 @@ void update_rows(context& ctx, const kronecker_curvature& curv, device_matrix_vi
 template <typename T>
 void update_columns(context& ctx, const kronecker_curvature& curv, device_matrix_view<T> w,
                     const std::vector<index_t>& cols) {
-  constexpr const char* who = "update_columns";
-  detail::check_update(ctx, who, curv, w);
-  const std::vector<index_t> positions =
-      detail::selected_positions(who, "column", cols, curv.dead.live_cols, w.cols());
-  device_buffer<double> live = detail::gather_live(ctx, curv, device_matrix_view<const T>(w));
-  detail::remove_columns(ctx, who, curv, live.data(), positions);
-  detail::scatter_live(ctx, curv, live, w);
-  detail::zero_layer_rows_columns(ctx, w, {}, cols);
+  detail::remove_rows_columns(ctx, "update_columns", curv, w, {}, cols);
 }
 
 /// @brief Removes rows and columns together: the row update, then the column update on the
@@ -245,17 +195,7 @@ void update_columns(context& ctx, const kronecker_curvature& curv, device_matrix
 template <typename T>
 void update_rows_columns(context& ctx, const kronecker_curvature& curv, device_matrix_view<T> w,
                          const std::vector<index_t>& rows, const std::vector<index_t>& cols) {
-  constexpr const char* who = "update_rows_columns";
-  detail::check_update(ctx, who, curv, w);
-  const std::vector<index_t> row_positions =
-      detail::selected_positions(who, "row", rows, curv.dead.live_rows, w.rows());
-  const std::vector<index_t> col_positions =
-      detail::selected_positions(who, "column", cols, curv.dead.live_cols, w.cols());
-  device_buffer<double> live = detail::gather_live(ctx, curv, device_matrix_view<const T>(w));
-  detail::remove_rows(ctx, who, curv, live.data(), row_positions);
-  detail::remove_columns(ctx, who, curv, live.data(), col_positions);
-  detail::scatter_live(ctx, curv, live, w);
-  detail::zero_layer_rows_columns(ctx, w, rows, cols);
+  detail::remove_rows_columns(ctx, "update_rows_columns", curv, w, rows, cols);
 }
 
 /// @brief Correlated OBS update for an element mask, chunk by chunk, in the sparse-row form

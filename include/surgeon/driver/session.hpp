@@ -565,4 +565,35 @@ class basic_pruning_session {
   std::chrono::steady_clock::time_point phase_start_;  // end of the last lap (see shot_timings)
 };
 
+/// @brief Runs every shot of `options` on `adapter` with `backend`: what `cpu::prune` and
+/// `cuda::prune` do once they have made their backend. `on_shot` sees each report as it completes.
+/// @throws as `basic_pruning_session`.
+template <typename Backend, typename Adapter>
+std::vector<shot_report> run_pruning(Adapter& adapter, const prune_options& options, Backend backend,
+                                     const std::function<void(const shot_report&)>& on_shot) {
+  return basic_pruning_session<Adapter, Backend>(adapter, options, std::move(backend)).run(on_shot);
+}
+
+/// @brief Prunes the adapter's model with the multi-shot schedule of `options` on the backend of
+/// `ctx` (`cpu::context` or `cuda::context`, whose `prune_backend_type` names the driver policy
+/// made from it): one signature for every backend. Results agree across
+/// backends up to floating-point rounding (and the ties that rounding can flip). Cost per shot:
+/// one calibration pass per group (the adapter's), the curvature, costs, selection and updates of
+/// every matrix on the backend (see `basic_pruning_session`).
+/// @throws as `basic_pruning_session`, and what the backend throws (cuda_error on CUDA).
+template <typename Context, typename Adapter, typename Backend = typename Context::prune_backend_type>
+std::vector<shot_report> prune(Context& ctx, Adapter& adapter, const prune_options& options,
+                               const std::function<void(const shot_report&)>& on_shot = {}) {
+  return run_pruning(adapter, options, Backend(ctx), on_shot);
+}
+
+/// @brief As above, with the backend's own choices (`cpu::prune_backend_options`: matrices updated
+/// at once; `cuda::prune_backend_options`: costs on the host).
+template <typename Context, typename Adapter, typename Backend = typename Context::prune_backend_type>
+std::vector<shot_report> prune(Context& ctx, Adapter& adapter, const prune_options& options,
+                               const typename Backend::options_type& backend_options,
+                               const std::function<void(const shot_report&)>& on_shot = {}) {
+  return run_pruning(adapter, options, Backend(ctx, backend_options), on_shot);
+}
+
 }  // namespace surgeon

@@ -110,7 +110,7 @@ class device_removed_sweep {
     order_ = upload_indices(ctx, order);
     cudaStream_t stream = ctx.stream();
     launch_gather_square(curv.a.inverse().data(), c_, order_.data(), c_, l_.data(), stream);
-    const int n = to_solver_int(c_, "input factor order");
+    const int n = to_int(c_, "obs_update_full", "input factor order");
     int lwork = 0;
     SURGEON_CUSOLVER_CHECK(
         cusolverDnDpotrf_bufferSize(ctx.cusolver(), CUBLAS_FILL_MODE_LOWER, n, l_.data(), n, &lwork));

@@ -6,6 +6,7 @@
 #include "support/skip.hpp"
 #include "support/temp_dir.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -598,6 +599,28 @@ TEST_CASE("quantised blocks dequantise as in ggml", "[io][gguf]") {
     CHECK(r.info("blk.0.attn_q.weight").bytes == 210);
     CHECK_THAT(io_error_message([&] { r.dequantize("blk.0.attn_q.weight"); }),
                Contains("tensor 'blk.0.attn_q.weight' has type Q6_K, which surgeon cannot dequantise"));
+  }
+  SECTION("dequantize_row converts raw data as the reader does, and checks its arguments") {
+    using surgeon::io::dequantize_row;
+    bytes_t data;
+    for (std::size_t b = 0; b < blocks; ++b) {
+      put16(data, d);
+      put16(data, m);
+      for (std::size_t j = 0; j < 16; ++j)
+        data.push_back(static_cast<std::uint8_t>(code(b, j) | (code(b, j + 16) << 4)));
+    }
+    gguf_writer w;
+    w.add_raw_tensor("q", {128}, ggml_type::q4_1, data.data(), data.size());
+    std::vector<float> out(128, -99.0f);
+    dequantize_row(ggml_type::q4_1, data.data(), 128, out.data());
+    CHECK(out == gguf_reader::from_bytes(w.to_bytes()).dequantize("q"));
+    std::vector<float> one_block(32, -99.0f);
+    dequantize_row(ggml_type::q4_1, data.data() + 20, 32, one_block.data());  // the second block
+    CHECK(std::equal(one_block.begin(), one_block.end(), out.begin() + 32));
+    CHECK_NOTHROW(dequantize_row(ggml_type::q4_1, nullptr, 0, nullptr));
+    CHECK_THROWS_AS(dequantize_row(ggml_type::q4_1, data.data(), 16, out.data()), surgeon::logic_error);
+    CHECK_THROWS_AS(dequantize_row(ggml_type::q6_k, data.data(), 256, out.data()), surgeon::logic_error);
+    CHECK_THROWS_AS(dequantize_row(ggml_type::q8_0, nullptr, 32, out.data()), surgeon::logic_error);
   }
 }
 

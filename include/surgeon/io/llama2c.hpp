@@ -30,6 +30,7 @@
 #pragma once
 
 #include <surgeon/error.hpp>
+#include <surgeon/io/detail/bytes.hpp>
 #include <surgeon/io/detail/file.hpp>
 
 #include <fmt/format.h>
@@ -155,13 +156,6 @@ struct llama2c_layout {
   std::uint64_t wcls_floats = 0;   // vocab * dim, whether present or not
 };
 
-/// a * b, or false on uint64 overflow.
-inline bool checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t& out) noexcept {
-  if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return false;
-  out = a * b;
-  return true;
-}
-
 /// Why `config` is not a plausible llama2.c model, or an empty string when it is.
 inline std::string llama2c_config_problem(const llama2c_config& c) {
   using limits = llama2c_limits;
@@ -195,15 +189,25 @@ inline bool llama2c_layout_of(const llama2c_config& c, llama2c_layout& out) noex
   const auto kv = static_cast<std::uint64_t>(c.kv_dim());
   const auto half = static_cast<std::uint64_t>(c.head_dim() / 2);
   const auto s = static_cast<std::uint64_t>(c.seq_len);
-  std::uint64_t dd = 0, kvd = 0, hd = 0, sh = 0, vd = 0;
-  bool ok = checked_mul(d, d, dd) && checked_mul(kv, d, kvd) && checked_mul(h, d, hd) &&
-            checked_mul(s, half, sh) && checked_mul(v, d, vd);
+  bool ok = true;
+  // a * b, with `ok` cleared on overflow.
+  const auto mul = [&ok](std::uint64_t a, std::uint64_t b) {
+    const auto product = checked_mul(a, b);
+    ok = ok && product.has_value();
+    return product.value_or(0);
+  };
+  const std::uint64_t dd = mul(d, d), kvd = mul(kv, d), hd = mul(h, d), sh = mul(s, half), vd = mul(v, d);
   std::uint64_t* n = out.counts;
-  ok = ok && checked_mul(l, d, n[1]) && checked_mul(l, dd, n[2]) && checked_mul(l, kvd, n[3]) &&
-       checked_mul(l, kvd, n[4]) && checked_mul(l, dd, n[5]) && checked_mul(l, d, n[6]) &&
-       checked_mul(l, hd, n[7]) && checked_mul(l, hd, n[8]) && checked_mul(l, hd, n[9]);
-  if (!ok) return false;
   n[0] = vd;
+  n[1] = mul(l, d);
+  n[2] = mul(l, dd);
+  n[3] = mul(l, kvd);
+  n[4] = mul(l, kvd);
+  n[5] = mul(l, dd);
+  n[6] = mul(l, d);
+  n[7] = mul(l, hd);
+  n[8] = mul(l, hd);
+  n[9] = mul(l, hd);
   n[10] = d;
   n[11] = sh;
   n[12] = sh;
@@ -211,9 +215,11 @@ inline bool llama2c_layout_of(const llama2c_config& c, llama2c_layout& out) noex
   out.wcls_floats = vd;
   std::uint64_t total = 0;
   for (const std::uint64_t count : out.counts) {
-    if (count > std::numeric_limits<std::uint64_t>::max() - total) return false;
-    total += count;
+    const auto sum = checked_add(total, count);
+    ok = ok && sum.has_value();
+    total = sum.value_or(0);
   }
+  if (!ok) return false;
   out.total_floats = total;
   return total <= std::numeric_limits<std::uint64_t>::max() / sizeof(float) - llama2c_header_bytes;
 }
@@ -239,24 +245,18 @@ inline constexpr const char* llama2c_array_names[14] = {
     "tok_embeddings", "rms_att",       "wq",  "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final",
     "freq_cis_real",  "freq_cis_imag", "wcls"};
 
-inline std::int32_t load_i32(const std::uint8_t* p) noexcept {
-  std::int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
 /// Parses and validates the 28-byte header of a checkpoint whose total size is `file_bytes`.
 /// @throws io_error naming `source` for an implausible header or a size mismatch.
 inline llama2c_config parse_llama2c_header(const std::uint8_t* header, std::uint64_t file_bytes,
                                            std::string_view source, llama2c_layout& layout) {
   llama2c_config c;
-  c.dim = load_i32(header + 0);
-  c.hidden_dim = load_i32(header + 4);
-  c.n_layers = load_i32(header + 8);
-  c.n_heads = load_i32(header + 12);
-  c.n_kv_heads = load_i32(header + 16);
-  const std::int32_t stored_vocab = load_i32(header + 20);
-  c.seq_len = load_i32(header + 24);
+  c.dim = load<std::int32_t>(header + 0);
+  c.hidden_dim = load<std::int32_t>(header + 4);
+  c.n_layers = load<std::int32_t>(header + 8);
+  c.n_heads = load<std::int32_t>(header + 12);
+  c.n_kv_heads = load<std::int32_t>(header + 16);
+  const std::int32_t stored_vocab = load<std::int32_t>(header + 20);
+  c.seq_len = load<std::int32_t>(header + 24);
   if (stored_vocab == std::numeric_limits<std::int32_t>::min()) {
     SURGEON_THROW(io_error, "{}: llama2.c header: vocab_size = {} is implausible", source, stored_vocab);
   }
@@ -434,7 +434,7 @@ inline llama2c_vocab parse_llama2c_tokenizer(const std::uint8_t* data, std::size
     SURGEON_THROW(io_error, "{}: {} bytes, too short for the llama2.c tokenizer header", source, size);
   }
   llama2c_vocab vocab;
-  vocab.max_token_length = detail::load_i32(data);
+  vocab.max_token_length = detail::load<std::int32_t>(data);
   if (vocab.max_token_length <= 0 || vocab.max_token_length > llama2c_limits::max_token_length) {
     SURGEON_THROW(io_error, "{}: llama2.c tokenizer: max_token_length = {} is not in [1, {}]", source,
                   vocab.max_token_length, llama2c_limits::max_token_length);
@@ -451,9 +451,8 @@ inline llama2c_vocab parse_llama2c_tokenizer(const std::uint8_t* data, std::size
                     "{}: llama2.c tokenizer ends after {} of {} tokens (truncated, or vocab_size wrong)",
                     source, i, vocab_size);
     }
-    float score;
-    std::memcpy(&score, data + offset, sizeof score);
-    const std::int32_t length = detail::load_i32(data + offset + 4);
+    const float score = detail::load<float>(data + offset);
+    const std::int32_t length = detail::load<std::int32_t>(data + offset + 4);
     offset += 8;
     if (!std::isfinite(score))
       SURGEON_THROW(io_error, "{}: llama2.c tokenizer: token {} has a non-finite score", source, i);

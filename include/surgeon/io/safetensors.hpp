@@ -28,7 +28,9 @@
 #include <surgeon/config.hpp>
 #include <surgeon/detail/json.hpp>
 #include <surgeon/error.hpp>
+#include <surgeon/io/detail/bytes.hpp>
 #include <surgeon/io/detail/file.hpp>
+#include <surgeon/io/half.hpp>
 
 #include <fmt/format.h>
 
@@ -124,58 +126,12 @@ inline std::optional<dtype> find_dtype(std::string_view name) noexcept {
   return std::nullopt;
 }
 
-/// At most ~100 bytes of an untrusted string, cut at a UTF-8 boundary, for error messages.
-inline std::string shorten(std::string_view s) {
-  constexpr std::size_t max_chars = 100;
-  if (s.size() <= max_chars) return std::string(s);
-  std::size_t cut = max_chars;
-  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0U) == 0x80U) --cut;
-  return fmt::format("{}... ({} bytes)", s.substr(0, cut), s.size());
-}
-
-/// The element count of `shape`, or nothing when a dimension is negative or the product of the
-/// non-zero dimensions overflows `index_t` (so strides computed from the shape never overflow).
-inline std::optional<index_t> checked_elements(const std::vector<index_t>& shape) noexcept {
-  index_t product = 1;
-  bool has_zero = false;
-  for (const index_t dim : shape) {
-    if (dim < 0) return std::nullopt;
-    if (dim == 0) {
-      has_zero = true;
-      continue;
-    }
-    if (product > std::numeric_limits<index_t>::max() / dim) return std::nullopt;
-    product *= dim;
-  }
-  return has_zero ? 0 : product;
-}
-
 /// `elements * dtype_size(type)`, or nothing on overflow.
 inline std::optional<std::uint64_t> checked_bytes(index_t elements, dtype type) noexcept {
   const auto n = static_cast<std::uint64_t>(elements);
   const std::uint64_t size = dtype_size(type);
   if (n > std::numeric_limits<std::uint64_t>::max() / size) return std::nullopt;
   return n * size;
-}
-
-inline bool host_is_little_endian() noexcept {
-  const std::uint32_t probe = 1;
-  unsigned char first = 0;
-  std::memcpy(&first, &probe, 1);
-  return first == 1;
-}
-
-template <typename T>
-T load(const std::uint8_t* p) noexcept {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
-
-inline float bits_to_float(std::uint32_t bits) noexcept {
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
 }
 
 /// double -> float with IEEE round-to-nearest semantics, also for finite values beyond the
@@ -194,36 +150,6 @@ inline float narrow_to_float(double d) noexcept {
 }
 
 }  // namespace detail
-
-/// @brief Converts IEEE 754 binary16 (F16) bits to float, exactly: normals, subnormals, ±0 and
-/// ±inf map to the same value; NaNs stay NaN (quiet, sign and payload kept). Cost: O(1).
-inline float f16_to_float(std::uint16_t bits) noexcept {
-  const std::uint32_t sign = static_cast<std::uint32_t>(bits & 0x8000U) << 16;
-  const std::uint32_t exponent = (bits >> 10) & 0x1FU;
-  std::uint32_t mantissa = bits & 0x3FFU;
-  if (exponent == 0) {
-    if (mantissa == 0) return detail::bits_to_float(sign);  // ±0
-    // Subnormal: value = mantissa * 2^-24. Normalise so the leading 1 reaches bit 10.
-    std::uint32_t float_exponent = 127 - 15 + 1;
-    while ((mantissa & 0x400U) == 0) {
-      mantissa <<= 1;
-      --float_exponent;
-    }
-    mantissa &= 0x3FFU;
-    return detail::bits_to_float(sign | (float_exponent << 23) | (mantissa << 13));
-  }
-  if (exponent == 0x1F) {
-    if (mantissa == 0) return detail::bits_to_float(sign | 0x7F800000U);  // ±inf
-    return detail::bits_to_float(sign | 0x7FC00000U | (mantissa << 13));  // NaN (quiet)
-  }
-  return detail::bits_to_float(sign | ((exponent + 127 - 15) << 23) | (mantissa << 13));
-}
-
-/// @brief Converts bfloat16 (BF16) bits to float: BF16 is the upper half of a float, so this is
-/// exact for every pattern (subnormals, ±inf and NaN included). Cost: O(1).
-inline float bf16_to_float(std::uint16_t bits) noexcept {
-  return detail::bits_to_float(static_cast<std::uint32_t>(bits) << 16);
-}
 
 /// @brief The dtype that stores `T` exactly: float F32, double F64, std::int32_t I32,
 /// std::int64_t I64, std::uint8_t U8 (a compile error for any other `T`). Cost: O(1).

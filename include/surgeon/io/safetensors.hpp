@@ -10,9 +10,11 @@
 /// **Trust.** Files are untrusted. `safetensors_reader` checks every length, offset, shape and
 /// dtype before it hands out a pointer, and reports a malformed, truncated or hostile file as an
 /// `io_error` that names the file and the reason, never as a crash or a huge allocation: the
-/// header is capped at `safetensors_reader::max_header_bytes`, the JSON parser caps nesting and
-/// value count (see `surgeon/detail/json.hpp`), and no buffer is larger than the file's own
-/// data (times 4 for a widening `read<double>` of F16/BF16). Gaps between tensors are allowed;
+/// header is capped at `safetensors_reader::max_header_bytes`; it is parsed by nlohmann-json
+/// under caps on nesting (`safetensors_reader::max_header_depth`) and value count
+/// (`safetensors_reader::max_header_values`), with duplicate keys refused (see
+/// `io/detail/json.hpp`); and no buffer is larger than the file's own data (times 4 for a
+/// widening `read<double>` of F16/BF16). Gaps between tensors are allowed;
 /// overlapping tensors are not. Unknown keys inside a tensor entry are ignored, as the reference
 /// implementation does.
 ///
@@ -26,10 +28,10 @@
 #pragma once
 
 #include <surgeon/config.hpp>
-#include <surgeon/detail/json.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/io/detail/bytes.hpp>
 #include <surgeon/io/detail/file.hpp>
+#include <surgeon/io/detail/json.hpp>
 #include <surgeon/io/half.hpp>
 
 #include <fmt/format.h>
@@ -39,17 +41,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <functional>
-#include <iterator>
 #include <limits>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -124,14 +122,6 @@ inline std::optional<dtype> find_dtype(std::string_view name) noexcept {
     if (dtype_name(type) == name) return type;
   }
   return std::nullopt;
-}
-
-/// `elements * dtype_size(type)`, or nothing on overflow.
-inline std::optional<std::uint64_t> checked_bytes(index_t elements, dtype type) noexcept {
-  const auto n = static_cast<std::uint64_t>(elements);
-  const std::uint64_t size = dtype_size(type);
-  if (n > std::numeric_limits<std::uint64_t>::max() / size) return std::nullopt;
-  return n * size;
 }
 
 /// double -> float with IEEE round-to-nearest semantics, also for finite values beyond the
@@ -209,6 +199,12 @@ class safetensors_reader {
  public:
   /// @brief Largest header accepted, in bytes (100 MB, as in the reference implementation).
   static constexpr std::uint64_t max_header_bytes = 100'000'000;
+  /// @brief Deepest nesting of JSON arrays and objects accepted in the header (the header
+  /// object itself is depth 1, a tensor entry depth 2, its `"shape"` depth 3).
+  static constexpr int max_header_depth = 64;
+  /// @brief Most JSON values (containers included) accepted in the header: about 1M, room for
+  /// ~150k tensors of 7 values each.
+  static constexpr std::size_t max_header_values = std::size_t{1} << 20;
 
   /// @brief Reads and validates the safetensors file at `path`.
   /// @throws io_error naming `path` if the file cannot be opened or read, is not a regular file,
@@ -262,7 +258,7 @@ class safetensors_reader {
   const std::uint8_t* data(const tensor_info& tensor) const {
     const std::uint64_t size = data_size();
     SURGEON_EXPECTS(
-        tensor.offset <= size && tensor.bytes <= size - tensor.offset,
+        detail::fits_in(tensor.offset, tensor.bytes, size),
         "safetensors_reader::data: tensor '{}' [{}, +{}) lies outside the {}-byte data section of {}",
         detail::shorten(tensor.name), tensor.offset, tensor.bytes, size, source_);
     return bytes_.data() + data_begin_ + static_cast<std::size_t>(tensor.offset);
@@ -329,7 +325,6 @@ class safetensors_reader {
   }
 
   void validate() {
-    namespace json = ::surgeon::detail::json;
     if (!detail::host_is_little_endian()) {
       SURGEON_THROW(io_error, "{}: safetensors files can only be read on little-endian hosts", source_);
     }
@@ -338,8 +333,7 @@ class safetensors_reader {
       SURGEON_THROW(io_error, "{}: file is {} bytes, too short for the 8-byte safetensors header length",
                     source_, size);
     }
-    std::uint64_t header_length = 0;
-    for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | bytes_[static_cast<std::size_t>(i)];
+    const std::uint64_t header_length = detail::get_le(bytes_.data(), 8);
     if (header_length > max_header_bytes) {
       SURGEON_THROW(io_error, "{}: header length {} exceeds the limit of {} bytes", source_, header_length,
                     max_header_bytes);
@@ -354,23 +348,23 @@ class safetensors_reader {
 
     const std::string_view text(reinterpret_cast<const char*>(bytes_.data() + 8),
                                 static_cast<std::size_t>(header_length));
-    const json::value root = json::parse(text, fmt::format("{}: safetensors header", source_));
+    detail::json_limits limits;
+    limits.max_depth = max_header_depth;
+    limits.max_values = max_header_values;
+    const nlohmann::json root =
+        detail::parse_json(text, fmt::format("{}: safetensors header", source_), limits);
     if (!root.is_object()) {
       SURGEON_THROW(io_error, "{}: safetensors header is a JSON {}, not an object", source_,
-                    json::kind_name(root.type()));
+                    root.type_name());
     }
 
-    const auto& keys = root.keys();
-    const auto& items = root.items();
-    tensors_.reserve(keys.size());
-    for (std::size_t k = 0; k < keys.size(); ++k) {
-      const std::string& name = keys[k];
-      const json::value& entry = items[k];
-      if (name == "__metadata__") {
-        read_metadata(entry);
+    tensors_.reserve(root.size());
+    for (auto it = root.begin(); it != root.end(); ++it) {
+      if (it.key() == "__metadata__") {
+        read_metadata(it.value());
         continue;
       }
-      tensors_.push_back(read_entry(name, entry, data_bytes));
+      tensors_.push_back(read_entry(it.key(), it.value(), data_bytes));
     }
 
     std::sort(tensors_.begin(), tensors_.end(), [](const tensor_info& a, const tensor_info& b) {
@@ -378,80 +372,72 @@ class safetensors_reader {
       if (a.bytes != b.bytes) return a.bytes < b.bytes;
       return a.name < b.name;
     });
-    // Zero-byte tensors occupy nothing and overlap nothing; every other tensor must start at or
-    // after the end of all earlier ones.
-    const tensor_info* furthest = nullptr;
-    for (const tensor_info& t : tensors_) {
-      if (t.bytes == 0) continue;
-      if (furthest != nullptr && t.offset < furthest->offset + furthest->bytes) {
-        SURGEON_THROW(io_error, "{}: tensors '{}' (bytes [{}, {})) and '{}' (bytes [{}, {})) overlap",
-                      source_, detail::shorten(furthest->name), furthest->offset,
-                      furthest->offset + furthest->bytes, detail::shorten(t.name), t.offset,
-                      t.offset + t.bytes);
-      }
-      if (furthest == nullptr || t.offset + t.bytes > furthest->offset + furthest->bytes) furthest = &t;
-    }
+    detail::check_no_overlap(source_, tensors_);
     for (std::size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
   }
 
-  void read_metadata(const ::surgeon::detail::json::value& entry) {
-    namespace json = ::surgeon::detail::json;
+  void read_metadata(const nlohmann::json& entry) {
     if (!entry.is_object()) {
-      SURGEON_THROW(io_error, "{}: \"__metadata__\" is a JSON {}, not an object", source_,
-                    json::kind_name(entry.type()));
+      SURGEON_THROW(io_error, "{}: \"__metadata__\" is a JSON {}, not an object", source_, entry.type_name());
     }
-    const auto& keys = entry.keys();
-    const auto& items = entry.items();
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      if (!items[i].is_string()) {
+    for (auto it = entry.begin(); it != entry.end(); ++it) {
+      if (!it.value().is_string()) {
         SURGEON_THROW(io_error, "{}: \"__metadata__\" entry '{}' is a JSON {}, not a string", source_,
-                      detail::shorten(keys[i]), json::kind_name(items[i].type()));
+                      detail::shorten(it.key()), it.value().type_name());
       }
-      metadata_.emplace(keys[i], items[i].as_string());
+      metadata_.emplace(it.key(), it.value().get<std::string>());
     }
   }
 
-  tensor_info read_entry(const std::string& name, const ::surgeon::detail::json::value& entry,
+  /// The value of a JSON integer >= 0 ("-0" included), or nothing for anything else.
+  static std::optional<std::uint64_t> non_negative_integer(const nlohmann::json& v) {
+    if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+    if (v.is_number_integer() && v.get<std::int64_t>() >= 0)
+      return static_cast<std::uint64_t>(v.get<std::int64_t>());
+    return std::nullopt;
+  }
+
+  tensor_info read_entry(const std::string& name, const nlohmann::json& entry,
                          std::uint64_t data_bytes) const {
-    namespace json = ::surgeon::detail::json;
     if (!entry.is_object())
-      fail_tensor(name, fmt::format("entry is a JSON {}, not an object", json::kind_name(entry.type())));
+      fail_tensor(name, fmt::format("entry is a JSON {}, not an object", entry.type_name()));
     tensor_info t;
     t.name = name;
 
-    const json::value* type = entry.find("dtype");
-    if (type == nullptr) fail_tensor(name, "missing \"dtype\"");
+    const auto type = entry.find("dtype");
+    if (type == entry.end()) fail_tensor(name, "missing \"dtype\"");
     if (!type->is_string())
-      fail_tensor(name, fmt::format("\"dtype\" is a JSON {}, not a string", json::kind_name(type->type())));
-    const auto found = detail::find_dtype(type->as_string());
-    if (!found) fail_tensor(name, fmt::format("unknown dtype '{}'", detail::shorten(type->as_string())));
+      fail_tensor(name, fmt::format("\"dtype\" is a JSON {}, not a string", type->type_name()));
+    const std::string& type_name = type->get_ref<const std::string&>();
+    const auto found = detail::find_dtype(type_name);
+    if (!found) fail_tensor(name, fmt::format("unknown dtype '{}'", detail::shorten(type_name)));
     t.type = *found;
 
-    const json::value* shape = entry.find("shape");
-    if (shape == nullptr) fail_tensor(name, "missing \"shape\"");
+    const auto shape = entry.find("shape");
+    if (shape == entry.end()) fail_tensor(name, "missing \"shape\"");
     if (!shape->is_array())
-      fail_tensor(name, fmt::format("\"shape\" is a JSON {}, not an array", json::kind_name(shape->type())));
+      fail_tensor(name, fmt::format("\"shape\" is a JSON {}, not an array", shape->type_name()));
     t.shape.reserve(shape->size());
-    for (const json::value& dim : shape->items()) {
-      if (!dim.is_integer() || dim.as_integer() < 0)
-        fail_tensor(name, "\"shape\" must hold non-negative integers");
-      t.shape.push_back(dim.as_integer());
+    for (const nlohmann::json& dim : *shape) {
+      const auto value = non_negative_integer(dim);
+      if (!value || *value > static_cast<std::uint64_t>(std::numeric_limits<index_t>::max()))
+        fail_tensor(name, "\"shape\" must hold non-negative integers that fit a 64-bit index");
+      t.shape.push_back(static_cast<index_t>(*value));
     }
     const auto elements = detail::checked_elements(t.shape);
     if (!elements) fail_tensor(name, "the product of \"shape\" overflows a 64-bit index");
-    const auto bytes = detail::checked_bytes(*elements, t.type);
+    const auto bytes = detail::checked_mul(static_cast<std::uint64_t>(*elements), dtype_size(t.type));
     if (!bytes) fail_tensor(name, "the byte size of \"shape\" overflows 64 bits");
 
-    const json::value* offsets = entry.find("data_offsets");
-    if (offsets == nullptr) fail_tensor(name, "missing \"data_offsets\"");
+    const auto offsets = entry.find("data_offsets");
+    if (offsets == entry.end()) fail_tensor(name, "missing \"data_offsets\"");
     if (!offsets->is_array() || offsets->size() != 2)
       fail_tensor(name, "\"data_offsets\" must be [begin, end]");
-    for (const json::value& o : offsets->items()) {
-      if (!o.is_integer() || o.as_integer() < 0)
-        fail_tensor(name, "\"data_offsets\" must hold non-negative integers");
-    }
-    const auto begin = static_cast<std::uint64_t>(offsets->items()[0].as_integer());
-    const auto end = static_cast<std::uint64_t>(offsets->items()[1].as_integer());
+    const auto first = non_negative_integer((*offsets)[0]);
+    const auto last = non_negative_integer((*offsets)[1]);
+    if (!first || !last) fail_tensor(name, "\"data_offsets\" must hold non-negative integers");
+    const std::uint64_t begin = *first;
+    const std::uint64_t end = *last;
     if (begin > end)
       fail_tensor(name, fmt::format("\"data_offsets\" [{}, {}] end before they begin", begin, end));
     if (end > data_bytes) {
@@ -485,9 +471,8 @@ class safetensors_writer {
   /// @brief Sets the `"__metadata__"` entry `key` to `value` (replacing an earlier value).
   /// @throws logic_error if `key` or `value` is not valid UTF-8. Cost: O(log m + sizes).
   void set_metadata(std::string key, std::string value) {
-    namespace json = ::surgeon::detail::json;
-    SURGEON_EXPECTS(json::is_valid_utf8(key), "safetensors_writer::set_metadata: key is not valid UTF-8");
-    SURGEON_EXPECTS(json::is_valid_utf8(value),
+    SURGEON_EXPECTS(detail::is_valid_utf8(key), "safetensors_writer::set_metadata: key is not valid UTF-8");
+    SURGEON_EXPECTS(detail::is_valid_utf8(value),
                     "safetensors_writer::set_metadata: value of '{}' is not valid UTF-8",
                     detail::shorten(key));
     metadata_[std::move(key)] = std::move(value);
@@ -499,17 +484,16 @@ class safetensors_writer {
   ///         `elements * dtype_size(type)`; or if `data` is null while `bytes > 0`.
   /// Cost: O(bytes) copy, O(log t) name check.
   void add(std::string name, dtype type, std::vector<index_t> shape, const void* data, std::size_t bytes) {
-    namespace json = ::surgeon::detail::json;
     SURGEON_EXPECTS(name != "__metadata__",
                     "safetensors_writer::add: '__metadata__' is reserved, not a tensor name");
-    SURGEON_EXPECTS(json::is_valid_utf8(name), "safetensors_writer::add: tensor name is not valid UTF-8");
+    SURGEON_EXPECTS(detail::is_valid_utf8(name), "safetensors_writer::add: tensor name is not valid UTF-8");
     SURGEON_EXPECTS(names_.find(name) == names_.end(), "safetensors_writer::add: duplicate tensor name '{}'",
                     detail::shorten(name));
     const auto elements = detail::checked_elements(shape);
     SURGEON_EXPECTS(elements.has_value(),
                     "safetensors_writer::add: tensor '{}' has a negative or overflowing shape",
                     detail::shorten(name));
-    const auto expected = detail::checked_bytes(*elements, type);
+    const auto expected = detail::checked_mul(static_cast<std::uint64_t>(*elements), dtype_size(type));
     SURGEON_EXPECTS(expected.has_value() && *expected == bytes,
                     "safetensors_writer::add: tensor '{}' of {} {} elements needs {} bytes, got {}",
                     detail::shorten(name), *elements, dtype_name(type), expected.value_or(0), bytes);
@@ -552,7 +536,7 @@ class safetensors_writer {
     for (const entry& e : entries_) total += e.data.size();
     std::vector<std::uint8_t> out;
     out.reserve(total);
-    append_length(out, header.size());
+    detail::put_le(out, header.size(), 8);
     out.insert(out.end(), header.begin(), header.end());
     for (const std::size_t i : order) out.insert(out.end(), entries_[i].data.begin(), entries_[i].data.end());
     return out;
@@ -571,7 +555,7 @@ class safetensors_writer {
     const std::string header = header_json(order);
     detail::write_file_atomically(path, [&](const auto& write) {
       std::vector<std::uint8_t> length;
-      append_length(length, header.size());
+      detail::put_le(length, header.size(), 8);
       write(length.data(), length.size());
       write(reinterpret_cast<const std::uint8_t*>(header.data()), header.size());
       for (const std::size_t k : order) write(entries_[k].data.data(), entries_[k].data.size());
@@ -586,11 +570,6 @@ class safetensors_writer {
     std::vector<std::uint8_t> data;
   };
 
-  static void append_length(std::vector<std::uint8_t>& out, std::size_t length) {
-    const auto n = static_cast<std::uint64_t>(length);
-    for (int i = 0; i < 8; ++i) out.push_back(static_cast<std::uint8_t>((n >> (8 * i)) & 0xFFU));
-  }
-
   /// Data order: decreasing element size, then insertion order, so that with an 8-aligned data
   /// section every tensor starts at a multiple of its element size.
   std::vector<std::size_t> layout_order() const {
@@ -602,39 +581,22 @@ class safetensors_writer {
     return order;
   }
 
-  /// The header JSON, padded with spaces so that 8 + its size is a multiple of 8.
+  /// The header JSON (compact, members in data order after `"__metadata__"`), padded with
+  /// spaces so that 8 + its size is a multiple of 8.
   std::string header_json(const std::vector<std::size_t>& order) const {
-    namespace json = ::surgeon::detail::json;
-    std::string h = "{";
-    bool first = true;
-    if (!metadata_.empty()) {
-      h += "\"__metadata__\":{";
-      bool first_key = true;
-      for (const auto& [key, value] : metadata_) {
-        if (!first_key) h += ',';
-        first_key = false;
-        json::append_string(h, key);
-        h += ':';
-        json::append_string(h, value);
-      }
-      h += '}';
-      first = false;
-    }
+    nlohmann::ordered_json header = nlohmann::ordered_json::object();
+    if (!metadata_.empty()) header["__metadata__"] = metadata_;
     std::uint64_t offset = 0;
     for (const std::size_t i : order) {
       const entry& e = entries_[i];
-      if (!first) h += ',';
-      first = false;
-      json::append_string(h, e.name);
-      fmt::format_to(std::back_inserter(h), ":{{\"dtype\":\"{}\",\"shape\":[", dtype_name(e.type));
-      for (std::size_t d = 0; d < e.shape.size(); ++d) {
-        fmt::format_to(std::back_inserter(h), "{}{}", d == 0 ? "" : ",", e.shape[d]);
-      }
-      fmt::format_to(std::back_inserter(h), "],\"data_offsets\":[{},{}]}}", offset, offset + e.data.size());
+      nlohmann::ordered_json& t = header[e.name];
+      t["dtype"] = dtype_name(e.type);
+      t["shape"] = e.shape;
+      t["data_offsets"] = {offset, offset + e.data.size()};
       offset += e.data.size();
     }
-    h += '}';
-    while ((8 + h.size()) % 8 != 0) h += ' ';
+    std::string h = header.dump();
+    h.resize((8 + h.size() + 7) / 8 * 8 - 8, ' ');
     return h;
   }
 

@@ -24,9 +24,6 @@ inline model from_llama2c(const io::llama2c_checkpoint& ck) {
   m.cfg.max_seq_len = c.seq_len;
   m.cfg.tied_embeddings = c.shared_classifier;
   m.cfg.validate();
-  const index_t d = m.cfg.dim;
-  const index_t kv = m.cfg.kv_dim();
-  const index_t hidden = m.cfg.hidden_dim;
   auto slice = [](const std::vector<float>& all, index_t layer, index_t size) {
     const auto begin = all.begin() + layer * size;
     return std::vector<float>(begin, begin + size);
@@ -36,15 +33,8 @@ inline model from_llama2c(const io::llama2c_checkpoint& ck) {
   if (!c.shared_classifier) m.output = ck.wcls;
   for (index_t l = 0; l < m.cfg.n_layers; ++l) {
     block_weights b;
-    b.attn_norm = slice(ck.rms_att, l, d);
-    b.wq = slice(ck.wq, l, d * d);
-    b.wk = slice(ck.wk, l, kv * d);
-    b.wv = slice(ck.wv, l, kv * d);
-    b.wo = slice(ck.wo, l, d * d);
-    b.ffn_norm = slice(ck.rms_ffn, l, d);
-    b.w_gate = slice(ck.w1, l, hidden * d);
-    b.w_down = slice(ck.w2, l, d * hidden);
-    b.w_up = slice(ck.w3, l, hidden * d);
+    for (const block_tensor& t : block_tensors)
+      b.*t.weights = slice(ck.*t.llama2c, l, extent_of(t.rows, m.cfg) * extent_of(t.cols, m.cfg));
     m.blocks.push_back(std::move(b));
   }
   m.validate();
@@ -56,21 +46,13 @@ inline model from_llama2c(const io::llama2c_checkpoint& ck) {
 inline io::llama2c_checkpoint to_llama2c(const model& m, io::llama2c_checkpoint original) {
   SURGEON_EXPECTS(original.config.dim == m.cfg.dim && original.config.n_layers == m.cfg.n_layers,
                   "to_llama2c: the model does not match the original checkpoint");
-  auto join = [&](auto member) {
-    std::vector<float> all;
-    for (const block_weights& b : m.blocks) all.insert(all.end(), (b.*member).begin(), (b.*member).end());
-    return all;
-  };
   original.tok_embeddings = m.token_embedding;
-  original.rms_att = join(&block_weights::attn_norm);
-  original.wq = join(&block_weights::wq);
-  original.wk = join(&block_weights::wk);
-  original.wv = join(&block_weights::wv);
-  original.wo = join(&block_weights::wo);
-  original.rms_ffn = join(&block_weights::ffn_norm);
-  original.w1 = join(&block_weights::w_gate);
-  original.w2 = join(&block_weights::w_down);
-  original.w3 = join(&block_weights::w_up);
+  for (const block_tensor& t : block_tensors) {
+    std::vector<float>& all = original.*t.llama2c;
+    all.clear();
+    for (const block_weights& b : m.blocks)
+      all.insert(all.end(), (b.*t.weights).begin(), (b.*t.weights).end());
+  }
   original.rms_final = m.final_norm;
   if (!m.cfg.tied_embeddings) original.wcls = m.output;
   return original;

@@ -97,23 +97,15 @@ inline model from_gguf(const io::gguf_reader& file) {
     SURGEON_THROW(io_error, "GGUF model has an inconsistent shape: {}", e.what());
   }
   const index_t d = m.cfg.dim;
-  const index_t kv = m.cfg.kv_dim();
-  const index_t hidden = m.cfg.hidden_dim;
   m.token_embedding = detail::gguf_matrix(file, "token_embd.weight", m.cfg.vocab_size, d);
   m.final_norm = detail::gguf_matrix(file, "output_norm.weight", 1, d);
   if (!m.cfg.tied_embeddings) m.output = detail::gguf_matrix(file, "output.weight", m.cfg.vocab_size, d);
   for (index_t l = 0; l < m.cfg.n_layers; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
     block_weights b;
-    b.attn_norm = detail::gguf_matrix(file, p + "attn_norm.weight", 1, d);
-    b.wq = detail::gguf_matrix(file, p + "attn_q.weight", d, d);
-    b.wk = detail::gguf_matrix(file, p + "attn_k.weight", kv, d);
-    b.wv = detail::gguf_matrix(file, p + "attn_v.weight", kv, d);
-    b.wo = detail::gguf_matrix(file, p + "attn_output.weight", d, d);
-    b.ffn_norm = detail::gguf_matrix(file, p + "ffn_norm.weight", 1, d);
-    b.w_gate = detail::gguf_matrix(file, p + "ffn_gate.weight", hidden, d);
-    b.w_up = detail::gguf_matrix(file, p + "ffn_up.weight", hidden, d);
-    b.w_down = detail::gguf_matrix(file, p + "ffn_down.weight", d, hidden);
+    for (const block_tensor& t : block_tensors) {
+      b.*t.weights = detail::gguf_matrix(file, gguf_tensor_name(l, t), extent_of(t.rows, m.cfg),
+                                         extent_of(t.cols, m.cfg));
+    }
     m.blocks.push_back(std::move(b));
   }
   m.validate();

@@ -309,24 +309,9 @@ class runtime {
                host_matrix_view<const float>(input.data(), input.rows(), input.cols()));
   }
 
-  // The position of the input of `kind` among a block's four input deliveries (q/k/v share the
-  // first, gate/up the third).
-  static int delivery_index(linear_kind kind) {
-    switch (kind) {
-      case linear_kind::attn_q:
-      case linear_kind::attn_k:
-      case linear_kind::attn_v:
-        return 0;
-      case linear_kind::attn_output:
-        return 1;
-      case linear_kind::ffn_gate:
-      case linear_kind::ffn_up:
-        return 2;
-      case linear_kind::ffn_down:
-        return 3;
-    }
-    return 3;
-  }
+  // The position of the input of `kind` among a block's four input deliveries: input groups are
+  // numbered in the order a block computes them (q/k/v share the first, gate/up the third).
+  static int delivery_index(linear_kind kind) { return static_cast<int>(linear_tensor(kind).input); }
 
   // One block, in place on x. With a cache, keeps what the backward pass needs; with hooks, hands
   // the layer inputs to them as they are computed. With `stop_after`, returns right after that

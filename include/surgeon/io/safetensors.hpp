@@ -220,8 +220,10 @@ class safetensors_reader {
   /// @param bytes the whole safetensors file; moved into the reader, which keeps it for its lifetime.
   /// @param source names the bytes in error messages.
   /// @throws io_error naming `source` if: there are fewer than 8 bytes; the header length is
-  ///         above `max_header_bytes` or beyond the end; the header is not valid JSON or not an
-  ///         object; `"__metadata__"` is not an object of strings; a tensor entry lacks a known
+  ///         above `max_header_bytes` or beyond the end; the header is not valid JSON (a NUL
+  ///         byte included), nests deeper than `max_header_depth`, holds more than
+  ///         `max_header_values` values, repeats a key within an object, or is not an object;
+  ///         `"__metadata__"` is not an object of strings; a tensor entry lacks a known
   ///         `"dtype"`, a `"shape"` of non-negative integers whose product fits `index_t`, or
   ///         `"data_offsets"` `[begin, end]` with `begin <= end <= data size` and
   ///         `end - begin == elements * dtype_size`; or two tensors overlap.

@@ -18,6 +18,7 @@
 
 #include "llama/load.hpp"
 #include "llama/perplexity.hpp"
+#include "llama/progress.hpp"
 #include "llama/runtime.hpp"
 #include "llama/tool_checks.hpp"
 

@@ -19,7 +19,8 @@
 // than one window (all checked before the work starts); 1 any error during the run (a
 // surgeon::error, out of memory), with a one-line message on stderr.
 // GCC 12 reports a false -Wstringop-overflow inside std::copy when gguf_writer::write's emit() is
-// inlined here (the tensor bytes are a std::vector sized before the copy); silenced for this file.
+// inlined here through save.hpp (the tensor bytes are a std::vector sized before the copy); silenced
+// for this file.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
 #endif
@@ -57,8 +58,10 @@
 #include "llama/llama2c_model.hpp"
 #include "llama/load.hpp"
 #include "llama/perplexity.hpp"
+#include "llama/progress.hpp"
 #include "llama/prune_adapter.hpp"
 #include "llama/runtime.hpp"
+#include "llama/save.hpp"
 #include "llama/tool_checks.hpp"
 
 namespace {
@@ -231,57 +234,6 @@ counts count_parameters(llama::model& m) {
   for (const llama::block_weights& b : m.blocks) c.unpruned += size(b.attn_norm) + size(b.ffn_norm);
   c.shrunk += c.unpruned;
   return c;
-}
-
-// ---- writing ---------------------------------------------------------------------------------
-
-/// The model's arrays by GGUF tensor name.
-std::map<std::string, const std::vector<float>*> gguf_arrays(const llama::model& m) {
-  std::map<std::string, const std::vector<float>*> arrays;
-  arrays["token_embd.weight"] = &m.token_embedding;
-  arrays["output_norm.weight"] = &m.final_norm;
-  if (!m.cfg.tied_embeddings) arrays["output.weight"] = &m.output;
-  for (std::size_t l = 0; l < m.blocks.size(); ++l) {
-    const llama::block_weights& b = m.blocks[l];
-    const std::string p = "blk." + std::to_string(l) + ".";
-    arrays[p + "attn_norm.weight"] = &b.attn_norm;
-    arrays[p + "attn_q.weight"] = &b.wq;
-    arrays[p + "attn_k.weight"] = &b.wk;
-    arrays[p + "attn_v.weight"] = &b.wv;
-    arrays[p + "attn_output.weight"] = &b.wo;
-    arrays[p + "ffn_norm.weight"] = &b.ffn_norm;
-    arrays[p + "ffn_gate.weight"] = &b.w_gate;
-    arrays[p + "ffn_up.weight"] = &b.w_up;
-    arrays[p + "ffn_down.weight"] = &b.w_down;
-  }
-  return arrays;
-}
-
-/// GGUF → GGUF: all metadata copied, every tensor (in the input's order) written as `type` from
-/// the pruned model or, for tensors the model does not hold, dequantised from the input. Vectors
-/// (norms) stay F32 with `--out-type f16`, as llama.cpp's own F16 files have them.
-void write_gguf(const std::string& input, const std::string& output, const llama::model& m,
-                surgeon::io::ggml_type type) {
-  using surgeon::io::ggml_type;
-  const surgeon::io::gguf_reader reader = surgeon::io::gguf_reader::open(input);
-  surgeon::io::gguf_writer writer;
-  writer.copy_metadata_from(reader);
-  if (reader.find("general.file_type") != nullptr)
-    writer.set_uint32("general.file_type", type == ggml_type::f16 ? 1u : 0u);
-  const auto arrays = gguf_arrays(m);
-  for (const surgeon::io::gguf_tensor_info& info : reader.tensors()) {
-    const ggml_type t = info.ne.size() >= 2 ? type : ggml_type::f32;
-    const auto it = arrays.find(info.name);
-    if (it != arrays.end()) {
-      SURGEON_EXPECTS(static_cast<index_t>(it->second->size()) == info.elements(),
-                      "surgeon-prune: tensor '{}' changed size", info.name);
-      writer.add_tensor(info.name, info.ne, t, it->second->data());
-    } else {
-      const std::vector<float> values = reader.dequantize(info);
-      writer.add_tensor(info.name, info.ne, t, values.data());
-    }
-  }
-  writer.write(output);
 }
 
 // ---- JSON ------------------------------------------------------------------------------------
@@ -740,12 +692,7 @@ int main(int argc, char** argv) {
     const double achieved_density = 1.0 - static_cast<double>(c.zeros) / static_cast<double>(c.prunable);
 
     // The pruned model.
-    if (loaded.format == llama::model_format::gguf) {
-      write_gguf(o.model_path, o.out_path, m, o.out_type);
-    } else {
-      surgeon::io::llama2c_checkpoint original = surgeon::io::read_llama2c_checkpoint(o.model_path);
-      surgeon::io::write_llama2c_checkpoint(o.out_path, llama::to_llama2c(m, std::move(original)));
-    }
+    llama::save_model(loaded.format, o.model_path, o.out_path, m, o.out_type);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     if (!o.report_path.empty()) {

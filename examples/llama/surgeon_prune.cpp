@@ -27,7 +27,6 @@
 #include <fmt/format.h>
 
 #include <surgeon/adapter.hpp>
-#include <surgeon/detail/json.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/io/gguf.hpp>
 #include <surgeon/io/llama2c.hpp>
@@ -59,6 +58,7 @@
 #include "llama/load.hpp"
 #include "llama/perplexity.hpp"
 #include "llama/progress.hpp"
+#include "llama/prune_report.hpp"
 #include "llama/prune_adapter.hpp"
 #include "llama/runtime.hpp"
 #include "llama/save.hpp"
@@ -234,67 +234,6 @@ counts count_parameters(llama::model& m) {
   for (const llama::block_weights& b : m.blocks) c.unpruned += size(b.attn_norm) + size(b.ffn_norm);
   c.shrunk += c.unpruned;
   return c;
-}
-
-// ---- JSON ------------------------------------------------------------------------------------
-
-class json_object {
- public:
-  json_object& string(const std::string& key, const std::string& value) {
-    begin(key);
-    surgeon::detail::json::append_string(out_, value);
-    return *this;
-  }
-  json_object& number(const std::string& key, double value) {
-    begin(key);
-    out_ += std::isfinite(value) ? fmt::format("{}", value) : std::string("null");
-    return *this;
-  }
-  json_object& integer(const std::string& key, long long value) {
-    begin(key);
-    out_ += std::to_string(value);
-    return *this;
-  }
-  json_object& boolean(const std::string& key, bool value) {
-    begin(key);
-    out_ += value ? "true" : "false";
-    return *this;
-  }
-  json_object& raw(const std::string& key, const std::string& json) {
-    begin(key);
-    out_ += json;
-    return *this;
-  }
-  std::string str(const std::string& indent = "") const {
-    return out_.empty() ? "{}" : "{\n" + out_ + "\n" + indent + "}";
-  }
-  explicit json_object(std::string indent = "  ") : indent_(std::move(indent)) {}
-
- private:
-  void begin(const std::string& key) {
-    if (!out_.empty()) out_ += ",\n";
-    out_ += indent_;
-    surgeon::detail::json::append_string(out_, key);
-    out_ += ": ";
-  }
-  std::string indent_;
-  std::string out_;
-};
-
-void write_file(const std::string& path, const std::string& text) {
-  const std::string temp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) SURGEON_THROW(io_error, "{}: cannot create {}", path, temp);
-    out << text;
-    if (!out.flush()) SURGEON_THROW(io_error, "{}: cannot write {}", path, temp);
-  }
-  std::error_code ec;
-  fs::rename(temp, path, ec);
-  if (ec) {
-    fs::remove(temp, ec);
-    SURGEON_THROW(io_error, "{}: cannot rename {}: {}", path, temp, ec.message());
-  }
 }
 
 struct options {
@@ -499,46 +438,8 @@ options parse_flags(int argc, char** argv) {
   return o;
 }
 
-std::string shot_json(const surgeon::shot_report& r) {
-  json_object timings("        ");
-  timings.number("calibration", r.timings.calibration)
-      .number("curvature", r.timings.curvature)
-      .number("costs", r.timings.costs)
-      .number("selection", r.timings.selection)
-      .number("update", r.timings.update)
-      .number("evaluation", r.timings.evaluation);
-  json_object o("      ");
-  o.integer("shot", r.shot)
-      .number("target_sparsity", r.target_sparsity)
-      .number("achieved_sparsity", r.achieved_sparsity)
-      .integer("removed", r.removed)
-      .number("seconds", r.seconds)
-      .raw("timings", timings.str("      "))
-      .number("max_lambda_g", r.max_lambda_g)
-      .number("max_lambda_a", r.max_lambda_a)
-      .integer("escalations", r.escalations)
-      .integer("update_iterations", r.update_iterations)
-      .number("max_update_residual", r.max_update_residual)
-      .number("ppl", r.evaluation ? *r.evaluation : std::nan(""));
-  return o.str("    ");
-}
-
-// [{"text": path, "windows": K, "ppl_dense": …, "ppl_pruned": …}, …], one per --eval.
-std::string evaluations_json(const std::vector<std::string>& paths,
-                             const std::vector<llama::perplexity_result>& dense,
-                             const std::vector<llama::perplexity_result>& pruned) {
-  std::string out = "[";
-  for (std::size_t k = 0; k < paths.size(); ++k) {
-    json_object e("      ");
-    e.string("text", paths[k])
-        .integer("tokens", dense[k].tokens_total)
-        .integer("windows", dense[k].windows)
-        .number("ppl_dense", dense[k].ppl)
-        .number("ppl_pruned", k < pruned.size() ? pruned[k].ppl : std::nan(""));
-    out += (k ? ",\n    " : "\n    ") + e.str("    ");
-  }
-  return out + (paths.empty() ? "]" : "\n  ]");
-}
+/// The report's JSON (prune_report.hpp): keys in the order they are set.
+using json = llama::report_json;
 
 // "phases calibration=… curvature=… …" in seconds, for one shot or summed over shots.
 std::string phases_line(const surgeon::shot_timings& t) {
@@ -696,61 +597,59 @@ int main(int argc, char** argv) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     if (!o.report_path.empty()) {
-      std::string shots = "[";
-      for (std::size_t k = 0; k < reports.size(); ++k)
-        shots += (k ? ",\n    " : "\n    ") + shot_json(reports[k]);
-      shots += reports.empty() ? "]" : "\n  ]";
       std::string command;
       for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
-      json_object j;
-      j.string("command", command)
-          .string("model", o.model_path)
-          .string("format", loaded.format == llama::model_format::gguf ? "gguf" : "llama2c")
-          .string("out", o.out_path)
-          .string("out_type", loaded.format == llama::model_format::gguf ? o.out_type_name : "f32")
-          .string("calib", o.calib_path)
-          .string("eval", o.eval_paths.front())
-          .string("method", std::string(surgeon::to_string(o.how)))
-          .string("structure", o.shape.name)
-          .number("target_density", o.density)
-          .number("achieved_density", achieved_density)
-          .integer("shots", *po.shots)
-          .integer("nsamples", o.nsamples)
-          .integer("seqlen", seqlen)
-          .integer("seed", static_cast<long long>(o.seed))
-          .number("damp_g", o.damp_g)
-          .number("damp_a", o.damp_a)
-          .integer("max_correlate", o.max_correlate)
-          .string("update", o.update_name)
-          .boolean("reseed_per_shot", o.reseed_per_shot)
-          .number("pcg_tolerance", o.pcg.tolerance)
-          .integer("pcg_iterations", o.pcg.max_iterations)
-          .boolean("pcg_float_products", o.pcg.float_products)
-          .boolean("sequential", o.sequential)
-          .integer("group_size", reports.empty() ? o.group_size : reports.front().group_size)
-          .integer("update_threads", o.cuda_device < 0 ? update_threads : 1)
-          .number("memory_budget_gb", static_cast<double>(po.memory_budget) / 1e9)
-          .string("device", o.device_name)
-          .boolean("costs_on_host", o.costs_on_host)
-          .integer("eval_windows", dense.windows)
-          .number("ppl_dense", dense.ppl)
-          .number("ppl_pruned", ppl_pruned)
-          .raw("evaluations", evaluations_json(o.eval_paths, dense_results, pruned_results))
-          .integer("prunable_parameters", c.prunable)
-          .integer("pruned_weights", c.zeros)
-          .integer("unpruned_parameters", c.unpruned)
-          .integer("parameters", c.prunable + c.unpruned);
-      if (o.shape.what == surgeon::structure::rows_columns) j.integer("shrunk_parameters", c.shrunk);
+      const bool gguf = loaded.format == llama::model_format::gguf;
+      json j;
+      j["command"] = command;
+      j["model"] = o.model_path;
+      j["format"] = gguf ? "gguf" : "llama2c";
+      j["out"] = o.out_path;
+      j["out_type"] = gguf ? o.out_type_name : "f32";
+      j["calib"] = o.calib_path;
+      j["eval"] = o.eval_paths.front();
+      j["method"] = std::string(surgeon::to_string(o.how));
+      j["structure"] = o.shape.name;
+      j["target_density"] = o.density;
+      j["achieved_density"] = achieved_density;
+      j["shots"] = *po.shots;
+      j["nsamples"] = o.nsamples;
+      j["seqlen"] = seqlen;
+      j["seed"] = static_cast<long long>(o.seed);
+      j["damp_g"] = o.damp_g;
+      j["damp_a"] = o.damp_a;
+      j["max_correlate"] = o.max_correlate;
+      j["update"] = o.update_name;
+      j["reseed_per_shot"] = o.reseed_per_shot;
+      j["pcg_tolerance"] = o.pcg.tolerance;
+      j["pcg_iterations"] = o.pcg.max_iterations;
+      j["pcg_float_products"] = o.pcg.float_products;
+      j["sequential"] = o.sequential;
+      j["group_size"] = reports.empty() ? o.group_size : reports.front().group_size;
+      j["update_threads"] = o.cuda_device < 0 ? update_threads : 1;
+      j["memory_budget_gb"] = static_cast<double>(po.memory_budget) / 1e9;
+      j["device"] = o.device_name;
+      j["costs_on_host"] = o.costs_on_host;
+      j["eval_windows"] = dense.windows;
+      j["ppl_dense"] = dense.ppl;
+      j["ppl_pruned"] = ppl_pruned;
+      j["evaluations"] = llama::evaluations_json(o.eval_paths, dense_results, pruned_results);
+      j["prunable_parameters"] = c.prunable;
+      j["pruned_weights"] = c.zeros;
+      j["unpruned_parameters"] = c.unpruned;
+      j["parameters"] = c.prunable + c.unpruned;
+      if (o.shape.what == surgeon::structure::rows_columns) j["shrunk_parameters"] = c.shrunk;
       const llama::calibration_counts& work = adapter.calibration_work();
-      json_object calibration("    ");
-      calibration.integer("passes", work.passes)
-          .integer("forward_batches", work.forward_batches)
-          .integer("backward_batches", work.backward_batches)
-          .integer("blocks", work.blocks)
-          .integer("resumed_batches", work.resumed_batches);
-      j.raw("calibration", calibration.str("  "));
-      j.number("seconds", seconds).number("peak_rss_mb", peak_rss_mb()).raw("per_shot", shots);
-      write_file(o.report_path, j.str() + "\n");
+      j["calibration"] = {{"passes", work.passes},
+                          {"forward_batches", work.forward_batches},
+                          {"backward_batches", work.backward_batches},
+                          {"blocks", work.blocks},
+                          {"resumed_batches", work.resumed_batches}};
+      j["seconds"] = seconds;
+      j["peak_rss_mb"] = peak_rss_mb();
+      j["per_shot"] = json::array();
+      for (const surgeon::shot_report& r : reports) j["per_shot"].push_back(llama::shot_json(r));
+      llama::write_report(o.report_path, j);
     }
     fmt::print(
         "method={} structure={} target_density={} shots={} nsamples={} seqlen={} seed={} device={} "

@@ -1,73 +1,48 @@
 // surgeon-ppl: perplexity of a Llama-family model on a text file (METHOD.md §8).
 //
-//   surgeon-ppl --model PATH (.gguf | llama2.c .bin) --text FILE --seqlen T [--max-windows K]
-//               [--batch B] [--tokenizer PATH]
+//   surgeon-ppl --model PATH (.gguf | llama2.c .bin) --text FILE --seqlen T [--max-windows K] (all)
+//               [--batch B] (4) [--tokenizer PATH]   (--help lists them with their defaults)
 //
-// The last line of the output is `ppl=<value>` at full precision. Exit status: 0 done; 2 bad flags,
-// an unreadable input, --seqlen beyond the model's context or a text shorter than one window; 1 an
+// The last line of the output is `ppl=<value>` at full precision. Exit status: 0 done (or --help); 2 bad
+// flags, an unreadable input, --seqlen beyond the model's context or a text shorter than one window; 1 an
 // error while running (out of memory included), with a one-line message on stderr.
 #include <fmt/format.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <fstream>
 #include <iterator>
-#include <sstream>
+#include <optional>
 #include <string>
 
+#include "llama/cli.hpp"
 #include "llama/load.hpp"
 #include "llama/perplexity.hpp"
 #include "llama/progress.hpp"
 #include "llama/runtime.hpp"
 #include "llama/tool_checks.hpp"
 
-namespace {
-
-[[noreturn]] void usage(const std::string& problem) {
-  fmt::print(stderr,
-             "surgeon-ppl: {}\nusage: surgeon-ppl --model PATH --text FILE --seqlen T [--max-windows K] "
-             "[--batch B] [--tokenizer PATH]\n",
-             problem);
-  std::exit(2);
-}
-
-long long parse_positive(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  errno = 0;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno != 0 || value <= 0)
-    usage(flag + " needs a positive integer, got '" + text + "'");
-  return value;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
+  namespace cli = surgeon::llama::cli;
   std::string model_path, text_path, tokenizer_path;
   long long seqlen = 0, max_windows = 0, batch = 4;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") usage("perplexity of a model on a text");
-    if (i + 1 >= argc) usage(flag + " needs a value");
-    const std::string value = argv[++i];
-    if (flag == "--model")
-      model_path = value;
-    else if (flag == "--text")
-      text_path = value;
-    else if (flag == "--tokenizer")
-      tokenizer_path = value;
-    else if (flag == "--seqlen")
-      seqlen = parse_positive(flag, value);
-    else if (flag == "--max-windows")
-      max_windows = parse_positive(flag, value);
-    else if (flag == "--batch")
-      batch = parse_positive(flag, value);
-    else
-      usage("unknown option " + flag);
-  }
-  if (model_path.empty() || text_path.empty() || seqlen == 0)
-    usage("--model, --text and --seqlen are required");
+  CLI::App app("Perplexity of a Llama-family model on a text file (METHOD.md §8).", "surgeon-ppl");
+  cli::set_conventions(app);
+  app.add_option("--model", model_path, "the model: .gguf, or a llama2.c .bin")
+      ->required()
+      ->type_name("PATH");
+  app.add_option("--text", text_path, "the text to score")->required()->type_name("FILE");
+  app.add_option("--seqlen", seqlen, "tokens per window")
+      ->required()
+      ->transform(cli::integer_at_least(1))
+      ->default_str("");
+  app.add_option("--max-windows", max_windows, "at most this many windows")
+      ->transform(cli::integer_at_least(1))
+      ->default_str("all");
+  app.add_option("--batch", batch, "windows per forward pass")->transform(cli::integer_at_least(1));
+  app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer")
+      ->type_name("PATH")
+      ->default_str("tok<vocab>.bin beside --model");
+  if (const std::optional<int> status = cli::parse(app, argc, argv)) return *status;
   namespace tool = surgeon::llama::tool;
   return tool::run_guarded("surgeon-ppl", [&] {
     const auto start = std::chrono::steady_clock::now();

@@ -2,21 +2,15 @@
 // perplexity before and after (METHOD.md §8), and writes the pruned model and a JSON report.
 //
 //   surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT [--eval TEXT ...] --out PATH
-//                 [--method M] [--structure S] [--density D] [--shots auto|T] [--nsamples N]
-//                 [--seqlen L] [--seed S] [--damp-g X] [--damp-a X] [--max-correlate K]
-//                 [--update whole-mask|chunked|none] [--pcg-tol X] [--eval-windows K] [--group-size K]
-//                 [--out-type f32|f16]
-//                 [--report FILE.json] [--tokenizer PATH] [--eval-every-shot] [--reseed-per-shot]
-//                 [--device cpu|cuda|cuda:N] [--costs-on-host] [--memory-budget auto|0|GB]
-//                 [--update-threads auto|K] [--sequential | --one-pass]
+//                 [options]   (surgeon-prune --help lists every flag with its default)
 //
 // With --device cuda the pruning (curvature, costs, selection, updates) runs on the CUDA backend;
 // the model's forward/backward passes (calibration) and the perplexity stay on the CPU runtime.
 // The CUDA part is cuda_prune.cu, built when CMake finds the CUDA toolkit.
 //
-// Exit status: 0 done; 2 bad flags, an output path that would overwrite the input or cannot be
-// written, an input that cannot be read, --seqlen beyond the model's context or a text shorter
-// than one window (all checked before the work starts); 1 any error during the run (a
+// Exit status: 0 done (or --help); 2 bad flags (one line, pointing to --help), an output path that would
+// overwrite the input or cannot be written, an input that cannot be read, --seqlen beyond the model's context
+// or a text shorter than one window (all checked before the work starts); 1 any error during the run (a
 // surgeon::error, out of memory), with a one-line message on stderr.
 // GCC 12 reports a false -Wstringop-overflow inside std::copy when gguf_writer::write's emit() is
 // inlined here through save.hpp (the tensor bytes are a std::vector sized before the copy); silenced
@@ -34,14 +28,13 @@
 #include <surgeon/prune.hpp>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -54,12 +47,14 @@
 #if defined(SURGEON_PRUNE_WITH_CUDA)
 #include "llama/cuda_prune.hpp"
 #endif
+#include "llama/cli.hpp"
+#include "llama/layers.hpp"
 #include "llama/llama2c_model.hpp"
 #include "llama/load.hpp"
 #include "llama/perplexity.hpp"
 #include "llama/progress.hpp"
-#include "llama/prune_report.hpp"
 #include "llama/prune_adapter.hpp"
+#include "llama/prune_report.hpp"
 #include "llama/runtime.hpp"
 #include "llama/save.hpp"
 #include "llama/tool_checks.hpp"
@@ -70,72 +65,10 @@ using surgeon::index_t;
 namespace fs = std::filesystem;
 namespace llama = surgeon::llama;
 
-constexpr const char* usage_text =
-    "usage: surgeon-prune --model PATH (.gguf | llama2.c .bin) --calib TEXT --eval TEXT --out PATH\n"
-    "         [--eval TEXT ...]  more evaluation texts (each scored before and after; the first is the\n"
-    "                       driver's evaluation)\n"
-    "         [--method magnitude|wanda|sparsegpt|lobd|kobd|llm-surgeon]   (llm-surgeon)\n"
-    "         [--structure unstructured|2:4|4:8|N:M|rows-cols]             (unstructured)\n"
-    "         [--density D]        fraction of the pruned matrices' weights kept (0.5)\n"
-    "         [--shots auto|T] (auto: 1, rows-cols 8)  [--nsamples N] (128)  [--seqlen L] (min(2048, "
-    "context))\n"
-    "         [--seed S] (0)  [--damp-g X] [--damp-a X]  (llm-surgeon: 1 and 0.1; others 0.1 and 0.01;\n"
-    "                       sparsegpt uses --damp-a alone)\n"
-    "         [--update whole-mask|chunked|none] (whole-mask)  llm-surgeon's update of element masks: the\n"
-    "                       exact OBS solve of each matrix's whole mask, the paper's chunks, or none (an\n"
-    "                       ablation; --whole-mask and --no-update are aliases)\n"
-    "         [--max-correlate K] (2000)  chunked: removed weights per chunk\n"
-    "         [--pcg-tol X] (0.03)  [--pcg-iterations K] (200)  [--pcg-form sweep|kronecker] (sweep)\n"
-    "         [--pcg-float 0|1] (1)  whole-mask: the conjugate gradients' stopping rule, form and precision\n"
-    "         [--eval-windows K] (32)\n"
-    "         [--group-size K] (0 = all at once, or the largest groups the memory budget allows)\n"
-    "         [--memory-budget auto|0|GB]  working memory of the pruning (auto: 80 % of the available host\n"
-    "                       memory, or of the free device memory with --device cuda; 0: no limit)\n"
-    "         [--update-threads auto|K]  cpu: matrices updated at once by llm-surgeon, each with\n"
-    "                       single-threaded BLAS (auto: the hardware threads; 1: one at a time)\n"
-    "         [--out-type f32|f16] (f32, GGUF only)  [--report FILE.json]  [--tokenizer PATH]\n"
-    "         [--eval-every-shot]  [--same-windows]  (the same calibration windows every shot, instead of\n"
-    "                       fresh ones: shot t reads the windows of seed + t - 1)\n"
-    "         [--sequential | --one-pass]  sparsegpt, wanda: calibrate and prune layer by layer, each on\n"
-    "                       the inputs of the pruned earlier layers (their tools' protocol), or every layer\n"
-    "                       from one pass of the dense model; llm-surgeon (unstructured, N:M): costs and\n"
-    "                       mask from one pass, then each group updated with its input's A re-measured on\n"
-    "                       the model with the earlier groups pruned. Default: sequential for sparsegpt,\n"
-    "                       wanda and llm-surgeon's element masks unless --group-size is given\n"
-    "         [--device cpu|cuda|cuda:N]  where the pruning runs (cpu; cuda = cuda:0)\n"
-    "         [--costs-on-host]  cuda: element costs in host memory, threshold on the host\n";
-
-[[noreturn]] void usage(const std::string& problem) {
-  fmt::print(stderr, "surgeon-prune: {}\n{}", problem, usage_text);
-  std::exit(2);
-}
-
-long long parse_integer(const std::string& flag, const std::string& text, long long least) {
-  char* end = nullptr;
-  errno = 0;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno != 0 || value < least)
-    usage(fmt::format("{} needs an integer >= {}, got '{}'", flag, least, text));
-  return value;
-}
-
-double parse_real(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  errno = 0;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || errno != 0 || !std::isfinite(value))
-    usage(fmt::format("{} needs a number, got '{}'", flag, text));
-  return value;
-}
-
-surgeon::method parse_method(const std::string& text) {
-  using surgeon::method;
-  for (const method m : {method::magnitude, method::wanda, method::sparsegpt, method::lobd, method::kobd,
-                         method::llm_surgeon}) {
-    if (text == surgeon::to_string(m)) return m;
-  }
-  usage("unknown --method '" + text + "'");
-}
+/// Every pruning method, in the order --help lists them.
+constexpr surgeon::method all_methods[] = {surgeon::method::magnitude, surgeon::method::wanda,
+                                           surgeon::method::sparsegpt, surgeon::method::lobd,
+                                           surgeon::method::kobd,      surgeon::method::llm_surgeon};
 
 struct structure_choice {
   surgeon::structure what = surgeon::structure::unstructured;
@@ -143,7 +76,9 @@ struct structure_choice {
   std::string name = "unstructured";
 };
 
-structure_choice parse_structure(const std::string& text) {
+/// The --structure `text` (unstructured, rows-cols or N:M with 1 <= N <= M); nullopt, with the
+/// reason in `why`, for anything else.
+std::optional<structure_choice> read_structure(const std::string& text, std::string& why) {
   structure_choice s;
   s.name = text;
   if (text == "unstructured") return s;
@@ -152,15 +87,23 @@ structure_choice parse_structure(const std::string& text) {
     return s;
   }
   const auto colon = text.find(':');
-  if (colon != std::string::npos) {
-    const long long n = parse_integer("--structure N", text.substr(0, colon), 1);
-    const long long m = parse_integer("--structure M", text.substr(colon + 1), 1);
-    if (n > m) usage("--structure N:M needs N <= M, got '" + text + "'");
-    s.what = surgeon::structure::n_m;
-    s.pattern = surgeon::nm_pattern{static_cast<index_t>(n), static_cast<index_t>(m)};
-    return s;
+  if (colon == std::string::npos) {
+    why = "needs unstructured, N:M or rows-cols, got '" + text + "'";
+    return std::nullopt;
   }
-  usage("unknown --structure '" + text + "'");
+  const std::optional<long long> n = llama::cli::read_integer(text.substr(0, colon));
+  const std::optional<long long> m = llama::cli::read_integer(text.substr(colon + 1));
+  if (!n || !m || *n < 1 || *m < 1) {
+    why = "N:M needs integers >= 1, got '" + text + "'";
+    return std::nullopt;
+  }
+  if (*n > *m) {
+    why = "N:M needs N <= M, got '" + text + "'";
+    return std::nullopt;
+  }
+  s.what = surgeon::structure::n_m;
+  s.pattern = surgeon::nm_pattern{static_cast<index_t>(*n), static_cast<index_t>(*m)};
+  return s;
 }
 
 std::string read_text(const std::string& path) {
@@ -236,6 +179,7 @@ counts count_parameters(llama::model& m) {
   return c;
 }
 
+/// The tool's settings, as read from the command line and resolved.
 struct options {
   std::string model_path, calib_path, out_path, report_path, tokenizer_path;
   std::vector<std::string> eval_paths;  ///< --eval, in order (at least one)
@@ -244,198 +188,222 @@ struct options {
   double density = 0.5;
   long long shots = 0, nsamples = 128, seqlen = 0, eval_windows = 32, max_correlate = 2000, group_size = 0;
   unsigned long long seed = 0;
-  std::optional<double> damp_g_flag, damp_a_flag;  ///< --damp-g, --damp-a as given
-  double damp_g = 0.0, damp_a = 0.0;               ///< resolved: the flags, else surgeon::default_damping
+  double damp_g = 0.0, damp_a = 0.0;  ///< resolved: the flags, else surgeon::default_damping
   surgeon::pcg_options pcg{};
   surgeon::update_kind update = surgeon::update_kind::whole_mask;
   std::string update_name = "whole-mask";
-  bool update_set = false;  ///< --update (or an alias) was given
   bool eval_every_shot = false, reseed_per_shot = true;
-  int sequential_flag = -1;  ///< -1: not given; 0: --one-pass; 1: --sequential
-  bool sequential = false;   ///< resolved: --sequential, or surgeon::recommended_sequential
+  bool sequential = false;  ///< resolved: --sequential, or surgeon::recommended_sequential
   bool costs_on_host = false;
   double memory_budget_gb = -1.0;  ///< -1: auto; 0: no limit
   long long update_threads = 0;    ///< 0: auto (the hardware threads)
-  bool update_threads_set = false;
   surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f32;
   std::string out_type_name = "f32";
   int cuda_device = -1;  ///< -1: the CPU backend
   std::string device_name = "cpu";
 };
 
-/// "cpu" → -1, "cuda" → 0, "cuda:N" → N.
-int parse_device(const std::string& text) {
+/// "cpu" → -1, "cuda" → 0, "cuda:N" → N; nullopt for anything else.
+std::optional<int> read_device(const std::string& text) {
   if (text == "cpu") return -1;
   if (text == "cuda") return 0;
-  if (text.rfind("cuda:", 0) == 0)
-    return static_cast<int>(parse_integer("--device cuda:N", text.substr(5), 0));
-  usage("--device must be cpu, cuda or cuda:N, got '" + text + "'");
+  if (text.rfind("cuda:", 0) != 0) return std::nullopt;
+  const std::optional<long long> n = llama::cli::read_integer(text.substr(5));
+  if (!n || *n < 0 || *n > std::numeric_limits<int>::max()) return std::nullopt;
+  return static_cast<int>(*n);
 }
 
-/// --update whole-mask | chunked | none (and its aliases); a second, different choice is an error.
-void set_update(options& o, const std::string& value) {
-  surgeon::update_kind kind = surgeon::update_kind::whole_mask;
-  if (value == "chunked")
-    kind = surgeon::update_kind::chunked;
-  else if (value == "none")
-    kind = surgeon::update_kind::none;
-  else if (value != "whole-mask")
-    usage("--update must be whole-mask, chunked or none, got '" + value + "'");
-  if (o.update_set && o.update != kind)
-    usage("--update given twice with different values (or with an alias)");
-  o.update = kind;
-  o.update_name = value;
-  o.update_set = true;
-}
+/// Reads the command line into `o`; nullopt to go on, else the exit status (see cli::parse).
+std::optional<int> parse_flags(int argc, char** argv, options& o) {
+  namespace cli = llama::cli;
+  CLI::App app(
+      "Prunes a Llama-family model (GGUF or llama2.c) with the multi-shot driver, reports the perplexity "
+      "of every --eval text before and after, and writes the pruned model (and a JSON report).",
+      "surgeon-prune");
+  cli::set_conventions(app);
+  std::string method = "llm-surgeon", structure = "unstructured", shots = "auto", memory_budget = "auto",
+              update_threads = "auto", device = "cpu",
+              pcg_form = o.pcg.form == surgeon::pcg_form::kept_kronecker ? "kronecker" : "sweep";
+  std::vector<std::string> updates;
+  long long seed = 0, pcg_float = o.pcg.float_products ? 1 : 0;
+  double damp_g = 0.0, damp_a = 0.0;
+  bool whole_mask = false, no_update = false, sequential = false, one_pass = false;
+  app.add_option("--model", o.model_path, "the model: .gguf, or a llama2.c .bin")
+      ->required()
+      ->type_name("PATH");
+  app.add_option("--calib", o.calib_path, "calibration text")->required()->type_name("FILE");
+  app.add_option("--eval", o.eval_paths,
+                 "evaluation text, scored before and after; repeat for more (the first is the driver's "
+                 "evaluation)")
+      ->required()
+      ->type_name("FILE")
+      ->default_str("")
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--out", o.out_path, "the pruned model (.gguf for a GGUF model)")
+      ->required()
+      ->type_name("PATH");
+  app.add_option("--report", o.report_path, "a JSON report of the run")->type_name("FILE.json");
+  app.add_option("--tokenizer", o.tokenizer_path, "llama2.c tokenizer")
+      ->type_name("PATH")
+      ->default_str("tok<vocab>.bin beside --model");
+  std::vector<std::string> methods;
+  for (const surgeon::method m : all_methods) methods.emplace_back(surgeon::to_string(m));
+  app.add_option("--method", method, "how the weights to remove are chosen and the rest updated")
+      ->check(CLI::IsMember(methods));
+  app.add_option("--structure", structure, "unstructured, N:M (2:4, 4:8, ...) or rows-cols")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            std::string why;
+            return read_structure(text, why) ? std::string() : why;
+          },
+          ""))
+      ->type_name("STRUCTURE");
+  app.add_option("--density", o.density, "fraction of the pruned matrices' weights kept, in (0, 1]")
+      ->transform(cli::real_number());
+  app.add_option("--shots", shots, "pruning shots (auto: 1, rows-cols 8)")
+      ->type_name("auto|INT")
+      ->check(cli::keyword_or("auto", cli::integer_at_least(1)));
+  app.add_option("--nsamples", o.nsamples, "calibration windows per shot")
+      ->transform(cli::integer_at_least(1));
+  app.add_option("--seqlen", o.seqlen, "tokens per window")
+      ->transform(cli::integer_at_least(2))
+      ->default_str("min(2048, context)");
+  app.add_option("--seed", seed, "seed of the calibration windows")->transform(cli::integer_at_least(0));
+  CLI::Option* damp_g_flag =
+      app.add_option("--damp-g", damp_g, "damping of G (sparsegpt uses --damp-a alone)")
+          ->transform(cli::real_number())
+          ->default_str("llm-surgeon 1, others 0.1");
+  CLI::Option* damp_a_flag = app.add_option("--damp-a", damp_a, "damping of A")
+                                 ->transform(cli::real_number())
+                                 ->default_str("llm-surgeon 0.1, others 0.01");
+  app.add_option(
+         "--update", updates,
+         "llm-surgeon's update of element masks: the exact OBS solve of each matrix's whole mask, the "
+         "paper's chunks, or none (an ablation)")
+      ->check(CLI::IsMember({"whole-mask", "chunked", "none"}))
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->default_str("whole-mask");
+  app.add_flag("--whole-mask", whole_mask, "alias of --update whole-mask");
+  app.add_flag("--no-update", no_update, "alias of --update none");
+  app.add_option("--max-correlate", o.max_correlate, "chunked: removed weights per chunk")
+      ->transform(cli::integer_at_least(1));
+  app.add_option("--pcg-tol", o.pcg.tolerance, "whole-mask: the conjugate gradients' stopping rule")
+      ->transform(cli::real_number());
+  app.add_option("--pcg-iterations", o.pcg.max_iterations, "whole-mask: at most this many iterations")
+      ->transform(cli::integer_at_least(0));
+  app.add_option("--pcg-form", pcg_form, "whole-mask: the system the conjugate gradients solve")
+      ->check(CLI::IsMember({"sweep", "kronecker"}));
+  app.add_option("--pcg-float", pcg_float, "whole-mask: products in float (0: double)")
+      ->transform(cli::integer_at_least(0));
+  app.add_option("--eval-windows", o.eval_windows, "at most this many windows of each --eval text")
+      ->transform(cli::integer_at_least(1));
+  app.add_option("--group-size", o.group_size,
+                 "matrices pruned at once (0: all, or the largest groups the memory budget allows)")
+      ->transform(cli::integer_at_least(0));
+  app.add_option("--memory-budget", memory_budget,
+                 "working memory of the pruning in GB (auto: 80 % of the available host memory, or of the "
+                 "free device memory with --device cuda; 0: no limit)")
+      ->check(cli::keyword_or("auto", cli::real_at_least(0.0)))
+      ->type_name("auto|GB");
+  CLI::Option* update_threads_flag =
+      app.add_option(
+             "--update-threads", update_threads,
+             "cpu: matrices updated at once by llm-surgeon, each with single-threaded BLAS (auto: the "
+             "hardware threads; 1: one at a time)")
+          ->check(cli::keyword_or("auto", cli::integer_at_least(1)))
+          ->type_name("auto|INT");
+  app.add_option("--out-type", o.out_type_name, "element type of the written matrices (GGUF only)")
+      ->check(CLI::IsMember({"f32", "f16"}));
+  app.add_option("--device", device, "where the pruning runs (cuda = cuda:0)")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            return read_device(text) ? std::string() : "needs cpu, cuda or cuda:N, got '" + text + "'";
+          },
+          ""))
+      ->type_name("cpu|cuda|cuda:N");
+  app.add_flag("--costs-on-host", o.costs_on_host,
+               "cuda: element costs in host memory, threshold on the host");
+  app.add_flag("--eval-every-shot", o.eval_every_shot, "the perplexity after every shot, not only the last");
+  CLI::Option* reseed_flag =
+      app.add_flag("--reseed-per-shot",
+                   "fresh calibration windows every shot: shot t reads those of seed + t - 1 (the default)");
+  CLI::Option* same_windows_flag =
+      app.add_flag("--same-windows", "the same calibration windows every shot (the last of the two wins)");
+  CLI::Option* sequential_flag = app.add_flag(
+      "--sequential", sequential,
+      "sparsegpt, wanda: calibrate and prune layer by layer, each on the inputs of the pruned earlier layers "
+      "(their tools' protocol); llm-surgeon (unstructured, N:M): costs and mask from one pass, then each "
+      "group updated with its input's A re-measured on the model with the earlier groups pruned. Default for "
+      "sparsegpt, wanda and llm-surgeon's element masks unless --group-size is given");
+  CLI::Option* one_pass_flag =
+      app.add_flag("--one-pass", one_pass, "every layer from one pass of the dense model");
+  sequential_flag->excludes(one_pass_flag);
 
-options parse_flags(int argc, char** argv) {
-  options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") usage("prunes a Llama-family model");
-    if (flag == "--whole-mask" || flag == "--no-update") {  // aliases of --update whole-mask | none
-      set_update(o, flag == "--whole-mask" ? "whole-mask" : "none");
-      continue;
+  return cli::parse(app, argc, argv, [&] {
+    const std::vector<CLI::Option*> order = app.parse_order();
+    for (const surgeon::method m : all_methods) {
+      if (method == surgeon::to_string(m)) o.how = m;
     }
-    if (flag == "--sequential" || flag == "--one-pass") {
-      const int choice = flag == "--sequential" ? 1 : 0;
-      if (o.sequential_flag >= 0 && o.sequential_flag != choice)
-        usage("--sequential and --one-pass exclude each other");
-      o.sequential_flag = choice;
-      continue;
+    std::string why;
+    o.shape = *read_structure(structure, why);
+    o.shots = shots == "auto" ? 0 : *cli::read_integer(shots);
+    o.seed = static_cast<unsigned long long>(seed);
+    o.pcg.form =
+        pcg_form == "kronecker" ? surgeon::pcg_form::kept_kronecker : surgeon::pcg_form::removed_sweep;
+    o.pcg.float_products = pcg_float != 0;
+    o.memory_budget_gb = memory_budget == "auto" ? -1.0 : *cli::read_real(memory_budget);
+    o.update_threads = update_threads == "auto" ? 0 : *cli::read_integer(update_threads);
+    o.out_type = o.out_type_name == "f16" ? surgeon::io::ggml_type::f16 : surgeon::io::ggml_type::f32;
+    o.cuda_device = *read_device(device);
+    o.device_name = device == "cuda" ? "cuda:0" : device;
+    // The last of --reseed-per-shot and --same-windows on the command line wins.
+    for (const CLI::Option* flag : order) {
+      if (flag == reseed_flag || flag == same_windows_flag) o.reseed_per_shot = flag == reseed_flag;
     }
-    if (flag == "--eval-every-shot") {
-      o.eval_every_shot = true;
-      continue;
+    // --update and its aliases may repeat one choice, never name two.
+    if (whole_mask) updates.emplace_back("whole-mask");
+    if (no_update) updates.emplace_back("none");
+    for (const std::string& u : updates) {
+      if (u != updates.front()) cli::refuse("--update given twice with different values (or with an alias)");
     }
-    if (flag == "--reseed-per-shot" || flag == "--same-windows") {
-      o.reseed_per_shot = flag == "--reseed-per-shot";
-      continue;
-    }
-    if (flag == "--costs-on-host") {
-      o.costs_on_host = true;
-      continue;
-    }
-    if (flag.rfind("--", 0) != 0) usage("unexpected argument '" + flag + "'");
-    if (i + 1 >= argc) usage(flag + " needs a value");
-    const std::string value = argv[++i];
-    if (flag == "--model")
-      o.model_path = value;
-    else if (flag == "--calib")
-      o.calib_path = value;
-    else if (flag == "--eval")
-      o.eval_paths.push_back(value);
-    else if (flag == "--out")
-      o.out_path = value;
-    else if (flag == "--report")
-      o.report_path = value;
-    else if (flag == "--tokenizer")
-      o.tokenizer_path = value;
-    else if (flag == "--method")
-      o.how = parse_method(value);
-    else if (flag == "--structure")
-      o.shape = parse_structure(value);
-    else if (flag == "--density")
-      o.density = parse_real(flag, value);
-    else if (flag == "--shots")
-      o.shots = value == "auto" ? 0 : parse_integer(flag, value, 1);
-    else if (flag == "--update")
-      set_update(o, value);
-    else if (flag == "--nsamples")
-      o.nsamples = parse_integer(flag, value, 1);
-    else if (flag == "--seqlen")
-      o.seqlen = parse_integer(flag, value, 2);
-    else if (flag == "--seed")
-      o.seed = static_cast<unsigned long long>(parse_integer(flag, value, 0));
-    else if (flag == "--damp-g")
-      o.damp_g_flag = parse_real(flag, value);
-    else if (flag == "--damp-a")
-      o.damp_a_flag = parse_real(flag, value);
-    else if (flag == "--max-correlate")
-      o.max_correlate = parse_integer(flag, value, 1);
-    else if (flag == "--pcg-tol")
-      o.pcg.tolerance = parse_real(flag, value);
-    else if (flag == "--pcg-iterations")
-      o.pcg.max_iterations = static_cast<int>(parse_integer(flag, value, 0));
-    else if (flag == "--pcg-form") {
-      if (value == "kronecker")
-        o.pcg.form = surgeon::pcg_form::kept_kronecker;
-      else if (value == "sweep")
-        o.pcg.form = surgeon::pcg_form::removed_sweep;
-      else
-        usage("--pcg-form must be kronecker or sweep");
-    } else if (flag == "--pcg-float")
-      o.pcg.float_products = parse_integer(flag, value, 0) != 0;
-    else if (flag == "--eval-windows")
-      o.eval_windows = parse_integer(flag, value, 1);
-    else if (flag == "--group-size")
-      o.group_size = parse_integer(flag, value, 0);
-    else if (flag == "--update-threads") {
-      o.update_threads = value == "auto" ? 0 : parse_integer(flag, value, 1);
-      o.update_threads_set = true;
-    } else if (flag == "--memory-budget") {
-      if (value == "auto") {
-        o.memory_budget_gb = -1.0;
-      } else {
-        o.memory_budget_gb = parse_real(flag, value);
-        if (o.memory_budget_gb < 0.0) usage("--memory-budget must be auto, 0 or a positive number of GB");
-      }
-    } else if (flag == "--device") {
-      o.cuda_device = parse_device(value);
-      o.device_name = value == "cuda" ? "cuda:0" : value;
-    } else if (flag == "--out-type") {
-      if (value == "f32")
-        o.out_type = surgeon::io::ggml_type::f32;
-      else if (value == "f16")
-        o.out_type = surgeon::io::ggml_type::f16;
-      else
-        usage("--out-type must be f32 or f16, got '" + value + "'");
-      o.out_type_name = value;
-    } else
-      usage("unknown option " + flag);
-  }
-  if (o.model_path.empty() || o.calib_path.empty() || o.eval_paths.empty() || o.out_path.empty())
-    usage("--model, --calib, --eval and --out are required");
-  if (!(o.density > 0.0 && o.density <= 1.0))
-    usage(fmt::format("--density must be in (0, 1], got {}", o.density));
-  o.damp_g = o.damp_g_flag.value_or(surgeon::default_damping(o.how).g);
-  o.damp_a = o.damp_a_flag.value_or(surgeon::default_damping(o.how).a);
-  if (!(o.damp_g > 0.0) || !(o.damp_a > 0.0)) usage("--damp-g and --damp-a must be positive");
-  if (o.shots > 10000) usage("--shots is too large");
-  if (o.costs_on_host && o.cuda_device < 0) usage("--costs-on-host needs --device cuda");
-  const bool layer_local = o.how == surgeon::method::sparsegpt || o.how == surgeon::method::wanda;
-  if (o.sequential_flag == 1 && !layer_local &&
-      !(o.how == surgeon::method::llm_surgeon && o.shape.what != surgeon::structure::rows_columns))
-    usage(
-        "--sequential needs --method sparsegpt, wanda, or llm-surgeon with element masks (unstructured, "
-        "N:M); the others take one global threshold from one pass");
-  if (o.sequential_flag == 1 && o.group_size != 0)
-    usage("--sequential makes its own groups; drop --group-size");
-  o.sequential =
-      o.sequential_flag == 1 ||
-      (o.sequential_flag < 0 && o.group_size == 0 && surgeon::recommended_sequential(o.how, o.shape.what) &&
-       !(o.how == surgeon::method::llm_surgeon && o.update == surgeon::update_kind::none));
-  if (o.update_threads_set && o.cuda_device >= 0) usage("--update-threads applies to --device cpu");
+    if (!updates.empty()) o.update_name = updates.front();
+    o.update = o.update_name == "chunked" ? surgeon::update_kind::chunked
+               : o.update_name == "none"  ? surgeon::update_kind::none
+                                          : surgeon::update_kind::whole_mask;
+
+    if (!(o.density > 0.0 && o.density <= 1.0))
+      cli::refuse(fmt::format("--density must be in (0, 1], got {}", o.density));
+    o.damp_g = damp_g_flag->count() > 0 ? damp_g : surgeon::default_damping(o.how).g;
+    o.damp_a = damp_a_flag->count() > 0 ? damp_a : surgeon::default_damping(o.how).a;
+    if (!(o.damp_g > 0.0) || !(o.damp_a > 0.0)) cli::refuse("--damp-g and --damp-a must be positive");
+    if (o.shots > 10000) cli::refuse("--shots is too large");
+    if (o.costs_on_host && o.cuda_device < 0) cli::refuse("--costs-on-host needs --device cuda");
+    const bool layer_local = o.how == surgeon::method::sparsegpt || o.how == surgeon::method::wanda;
+    if (sequential && !layer_local &&
+        !(o.how == surgeon::method::llm_surgeon && o.shape.what != surgeon::structure::rows_columns))
+      cli::refuse(
+          "--sequential needs --method sparsegpt, wanda, or llm-surgeon with element masks (unstructured, "
+          "N:M); the others take one global threshold from one pass");
+    if (sequential && o.group_size != 0) cli::refuse("--sequential makes its own groups; drop --group-size");
+    o.sequential = sequential ||
+                   (!one_pass && o.group_size == 0 && surgeon::recommended_sequential(o.how, o.shape.what) &&
+                    !(o.how == surgeon::method::llm_surgeon && o.update == surgeon::update_kind::none));
+    if (update_threads_flag->count() > 0 && o.cuda_device >= 0)
+      cli::refuse("--update-threads applies to --device cpu");
 #if !defined(SURGEON_PRUNE_WITH_CUDA)
-  if (o.cuda_device >= 0)
-    usage("--device " + o.device_name +
-          ": this surgeon-prune was built without the CUDA backend (configure with the CUDA toolkit, "
-          "-DSURGEON_WITH_CUDA=ON)");
+    if (o.cuda_device >= 0)
+      cli::refuse("--device " + o.device_name +
+                  ": this surgeon-prune was built without the CUDA backend (configure with the CUDA toolkit, "
+                  "-DSURGEON_WITH_CUDA=ON)");
 #endif
-  const bool gguf_in = fs::path(o.model_path).extension() == ".gguf";
-  const bool gguf_out = fs::path(o.out_path).extension() == ".gguf";
-  if (gguf_in != gguf_out)
-    usage(gguf_in ? "a GGUF model is written as GGUF: --out must end in .gguf"
-                  : "a llama2.c model is written as llama2.c: --out must not end in .gguf");
-  if (same_file(o.model_path, o.out_path)) {
-    fmt::print(stderr, "surgeon-prune: refusing to overwrite the input model {} (--out {})\n", o.model_path,
-               o.out_path);
-    std::exit(2);
-  }
-  if (!o.report_path.empty() &&
-      (same_file(o.model_path, o.report_path) || same_file(o.out_path, o.report_path)))
-    usage("--report must differ from --model and --out");
-  return o;
+    const bool gguf_in = fs::path(o.model_path).extension() == ".gguf";
+    const bool gguf_out = fs::path(o.out_path).extension() == ".gguf";
+    if (gguf_in != gguf_out)
+      cli::refuse(gguf_in ? "a GGUF model is written as GGUF: --out must end in .gguf"
+                          : "a llama2.c model is written as llama2.c: --out must not end in .gguf");
+  });
 }
 
 /// The report's JSON (prune_report.hpp): keys in the order they are set.
@@ -452,9 +420,16 @@ std::string phases_line(const surgeon::shot_timings& t) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const options o = parse_flags(argc, argv);
+  options o;
+  if (const std::optional<int> status = parse_flags(argc, argv, o)) return *status;
   return llama::tool::run_guarded("surgeon-prune", [&] {
     const auto start = std::chrono::steady_clock::now();
+    if (same_file(o.model_path, o.out_path))
+      throw llama::tool::bad_input(
+          fmt::format("refusing to overwrite the input model {} (--out {})", o.model_path, o.out_path));
+    if (!o.report_path.empty() &&
+        (same_file(o.model_path, o.report_path) || same_file(o.out_path, o.report_path)))
+      throw llama::tool::bad_input("--report must differ from --model and --out");
     // Everything that can be checked before the work starts: a bad path or length costs seconds,
     // not a whole pruning run.
     llama::tool::check_readable("--model", o.model_path);

@@ -328,6 +328,12 @@ def case_cuda(args):
     print(f"  {len(cases)} configurations agree (largest relative perplexity difference {worst:.2e})")
 
 
+def bad_usage(output, tool):
+    """A bad command line's output: one line naming the tool and pointing to --help."""
+    lines = output.splitlines()
+    return len(lines) == 1 and lines[0].startswith(tool + ": ") and lines[0].endswith(f"(see {tool} --help)")
+
+
 def case_refuse(args):
     model = os.path.join(args.work, "model.bin")
     shutil.copyfile(args.model, model)
@@ -355,11 +361,12 @@ def case_refuse(args):
                  ["--memory-budget", "-1"], ["--memory-budget", "lots"], ["--update-threads", "0"],
                  ["--method", "llm-surgeon", "--structure", "rows-cols", "--sequential"], ["--method", "kobd", "--sequential"],
                  ["--method", "sparsegpt", "--sequential", "--group-size", "7"],
-                 ["--method", "wanda", "--sequential", "--one-pass"]]
+                 ["--method", "wanda", "--sequential", "--one-pass"], ["--seed", "99999999999999999999"],
+                 ["--structure", "2:x"], ["--update", "chunked", "--no-update"], ["--density", "nan"]]
     for flags in bad_flags:
         p = subprocess.run(base + ok + flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if p.returncode != 2 or "usage:" not in p.stdout:
-            fail(f"{flags}: exit {p.returncode}, expected 2 with usage")
+        if p.returncode != 2 or not bad_usage(p.stdout, "surgeon-prune"):
+            fail(f"{flags}: exit {p.returncode}, expected 2 with one line pointing to --help: {p.stdout!r}")
     p = subprocess.run([args.prune, "--model", args.model], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if p.returncode != 2:
         fail(f"missing flags: exit {p.returncode}")
@@ -367,7 +374,15 @@ def case_refuse(args):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if p.returncode != 2:
         fail(f"llama2.c model to a .gguf path: exit {p.returncode}")
-    print(f"  {len(bad_flags) + 2} bad command lines exit 2 with usage")
+    print(f"  {len(bad_flags) + 2} bad command lines exit 2 with one line pointing to --help")
+    # --help: exit 0, every flag with its default.
+    for tool, wanted in [(args.prune, ["--density FLOAT=0.5", "--nsamples INT=128", "--eval FILE ...", "--same-windows"]),
+                         (args.ppl, ["--batch INT=4", "--max-windows INT=all", "--seqlen INT REQUIRED"])]:
+        p = subprocess.run([tool, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        missing = [w for w in wanted if w not in p.stdout]
+        if p.returncode != 0 or missing:
+            fail(f"{tool} --help: exit {p.returncode}, missing {missing}")
+    print("  --help exits 0 and lists the flags with their defaults")
     if not args.cuda_build:
         p = subprocess.run(base + ok + ["--device", "cuda"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
@@ -401,7 +416,7 @@ def case_refuse(args):
     if os.path.exists(os.path.dirname(missing)) or any(".probe." in n for n in os.listdir(args.work)):
         fail("the output checks left something behind")
     print(f"  {len(cases)} bad inputs exit 2 before the work starts, with the reason")
-    for flags, reason in [(["--seqlen", "600"], "context of 512"), (["--seqlen", "99999999999999999999"], "usage:"),
+    for flags, reason in [(["--seqlen", "600"], "context of 512"), (["--seqlen", "99999999999999999999"], "see surgeon-ppl --help"),
                           (["--seqlen", "128", "--text", tiny], "do not fill one window")]:
         cmd = [args.ppl, "--model", args.model, "--text", args.eval] + flags
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -5,7 +5,7 @@
 //
 //   layer-prune --factors FILE.safetensors --layer blk.5.ffn_up [--density 0.5] [--structure S]
 //               [--damp-g 1] [--damp-a 0.1] [--sparsegpt-damp 0.01] [--methods LIST] [--repeat 3]
-//               [--pcg-tol 0.03] [--heldout FILE]
+//               [--pcg-tol 0.03] [--heldout FILE]   (--help lists every flag with its default)
 //
 // S: unstructured or N:M (2:4). LIST, comma-separated, of:
 //   sparsegpt    SparseGPT on H = A (its own per-layer mask, λ = --sparsegpt-damp), float weights
@@ -27,6 +27,9 @@
 // the layer-level proxy of the perplexity on unseen text that damping is chosen for.
 #include <surgeon/surgeon.hpp>
 
+// The tools' command-line conventions; by path, as this benchmark does not link the Llama runtime.
+#include "../examples/llama/cli.hpp"
+
 #include <fmt/format.h>
 #include <Eigen/Dense>
 
@@ -36,6 +39,7 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -46,21 +50,24 @@ namespace {
 using surgeon::index_t;
 using matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-[[noreturn]] void usage(const std::string& problem) {
-  fmt::print(stderr,
-             "layer-prune: {}\nusage: layer-prune --factors FILE --layer NAME [--density D] [--structure S] "
-             "[--damp-g X] [--damp-a X] [--sparsegpt-damp X] [--methods LIST] [--repeat K] [--pcg-tol X] "
-             "[--heldout FILE]\n",
-             problem);
-  std::exit(2);
+// An input that cannot work (a missing tensor, a wrong shape): one line, exit 2 as for a bad flag.
+[[noreturn]] void bad_input(const std::string& problem) {
+  fmt::print(stderr, "layer-prune: {}\n", problem);
+  std::exit(surgeon::llama::cli::bad_usage_status);
 }
 
-double parse_real(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !std::isfinite(value))
-    usage(flag + " needs a number, got '" + text + "'");
-  return value;
+// The --structure text: nullopt for unstructured, else the N:M pattern (1 <= N <= M); throws
+// CLI::ValidationError otherwise.
+std::optional<surgeon::nm_pattern> read_structure(const std::string& text) {
+  if (text == "unstructured") return std::nullopt;
+  const auto colon = text.find(':');
+  const std::optional<long long> n =
+      colon == std::string::npos ? std::nullopt : surgeon::llama::cli::read_integer(text.substr(0, colon));
+  const std::optional<long long> m =
+      colon == std::string::npos ? std::nullopt : surgeon::llama::cli::read_integer(text.substr(colon + 1));
+  if (!n || !m || *n < 1 || *n > *m)
+    throw CLI::ValidationError("needs unstructured or N:M (1 <= N <= M), got '" + text + "'");
+  return surgeon::nm_pattern{static_cast<index_t>(*n), static_cast<index_t>(*m)};
 }
 
 // A tensor of the file as a row-major double matrix, checked against the expected shape.
@@ -68,7 +75,7 @@ matrix read_matrix(const surgeon::io::safetensors_reader& file, const std::strin
                    index_t cols) {
   const std::vector<double> values = file.read<double>(name);
   if (static_cast<index_t>(values.size()) != rows * cols)
-    usage(fmt::format("tensor '{}' has {} values, expected [{}, {}]", name, values.size(), rows, cols));
+    bad_input(fmt::format("tensor '{}' has {} values, expected [{}, {}]", name, values.size(), rows, cols));
   return Eigen::Map<const matrix>(values.data(), rows, cols);
 }
 
@@ -86,6 +93,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  namespace cli = surgeon::llama::cli;
   std::string factors_path, name, structure = "unstructured",
                                   methods = "sparsegpt,mask-only,chunked,whole-mask";
   // The driver's defaults: LLM Surgeon's damping and SparseGPT's own.
@@ -94,59 +102,75 @@ int main(int argc, char** argv) {
          sparsegpt_damp = surgeon::default_damping(surgeon::method::sparsegpt).a;
   std::vector<std::string> heldout_paths;
   surgeon::pcg_options pcg;  // the library's defaults
-  long repeat = 3;
-  for (int i = 1; i < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) usage(flag + " needs a value");
-    const std::string value = argv[i + 1];
-    if (flag == "--factors")
-      factors_path = value;
-    else if (flag == "--heldout")
-      heldout_paths.push_back(value);
-    else if (flag == "--layer")
-      name = value;
-    else if (flag == "--density")
-      density = parse_real(flag, value);
-    else if (flag == "--structure")
-      structure = value;
-    else if (flag == "--damp-g")
-      damp_g = parse_real(flag, value);
-    else if (flag == "--damp-a")
-      damp_a = parse_real(flag, value);
-    else if (flag == "--sparsegpt-damp")
-      sparsegpt_damp = parse_real(flag, value);
-    else if (flag == "--pcg-tol")
-      pcg.tolerance = parse_real(flag, value);
-    else if (flag == "--pcg-iterations")
-      pcg.max_iterations = static_cast<int>(parse_real(flag, value));
-    else if (flag == "--pcg-form")
-      pcg.form = value == "sweep" ? surgeon::pcg_form::removed_sweep : surgeon::pcg_form::kept_kronecker;
-    else if (flag == "--pcg-float")
-      pcg.float_products = parse_real(flag, value) != 0.0;
-    else if (flag == "--methods")
-      methods = value;
-    else if (flag == "--repeat")
-      repeat = std::max(1L, std::strtol(value.c_str(), nullptr, 10));
-    else
-      usage("unknown option " + flag);
-  }
-  if (factors_path.empty() || name.empty()) usage("--factors and --layer are required");
-  if (!(density > 0.0 && density < 1.0)) usage("--density must be in (0, 1)");
-  bool n_m = false;
-  surgeon::nm_pattern pattern{2, 4};
-  if (structure != "unstructured") {
-    const auto colon = structure.find(':');
-    if (colon == std::string::npos) usage("--structure must be unstructured or N:M");
-    pattern =
-        surgeon::nm_pattern{std::stol(structure.substr(0, colon)), std::stol(structure.substr(colon + 1))};
-    n_m = true;
-  }
+  std::string pcg_form = pcg.form == surgeon::pcg_form::removed_sweep ? "sweep" : "kronecker";
+  long long pcg_float = pcg.float_products ? 1 : 0;
+  long long repeat = 3;
+  const std::vector<std::string> known_methods = {"sparsegpt", "mask-only", "chunked", "whole-mask"};
+
+  CLI::App app(
+      "Prunes one real layer (W, A and G from llama-factors) with every update the library has, "
+      "and reports each one's time and the loss it leaves.",
+      "layer-prune");
+  cli::set_conventions(app);
+  app.add_option("--factors", factors_path, "the layer's factors (llama-factors)")
+      ->required()
+      ->type_name("FILE.safetensors");
+  app.add_option("--layer", name, "the matrix, e.g. blk.5.ffn_up")->required();
+  app.add_option("--density", density, "fraction of the weights kept, in (0, 1)")
+      ->transform(cli::real_number());
+  app.add_option("--structure", structure, "unstructured or N:M (2:4)")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            read_structure(text);
+            return std::string();
+          },
+          ""));
+  app.add_option("--damp-g", damp_g, "damping of G")->transform(cli::real_number());
+  app.add_option("--damp-a", damp_a, "damping of A")->transform(cli::real_number());
+  app.add_option("--sparsegpt-damp", sparsegpt_damp, "SparseGPT's damping")->transform(cli::real_number());
+  app.add_option("--methods", methods, "comma-separated: sparsegpt, mask-only, chunked, whole-mask")
+      ->check(CLI::Validator(
+          [&known_methods](std::string& text) {
+            std::stringstream list(text);
+            for (std::string method; std::getline(list, method, ',');) {
+              if (std::find(known_methods.begin(), known_methods.end(), method) == known_methods.end())
+                return "unknown method '" + method + "'";
+            }
+            return std::string();
+          },
+          ""));
+  app.add_option("--repeat", repeat, "runs of each method; the best time is reported")
+      ->transform(cli::integer_at_least(1));
+  app.add_option("--pcg-tol", pcg.tolerance, "whole-mask: the conjugate gradients' stopping rule")
+      ->transform(cli::real_number());
+  app.add_option("--pcg-iterations", pcg.max_iterations, "whole-mask: at most this many iterations")
+      ->transform(cli::integer_at_least(0));
+  app.add_option("--pcg-form", pcg_form, "whole-mask: the system the conjugate gradients solve")
+      ->check(CLI::IsMember({"sweep", "kronecker"}));
+  app.add_option("--pcg-float", pcg_float, "whole-mask: products in float (0: double)")
+      ->transform(cli::integer_at_least(0));
+  app.add_option("--heldout", heldout_paths, "factors of the same layer from other data; may be repeated")
+      ->type_name("FILE")
+      ->default_str("")
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  std::optional<surgeon::nm_pattern> n_m_pattern;
+  if (const std::optional<int> status = cli::parse(app, argc, argv, [&] {
+        if (!(density > 0.0 && density < 1.0))
+          cli::refuse(fmt::format("--density must be in (0, 1), got {}", density));
+        n_m_pattern = read_structure(structure);
+      }))
+    return *status;
+  pcg.form = pcg_form == "sweep" ? surgeon::pcg_form::removed_sweep : surgeon::pcg_form::kept_kronecker;
+  pcg.float_products = pcg_float != 0;
+  const bool n_m = n_m_pattern.has_value();
+  const surgeon::nm_pattern pattern = n_m_pattern.value_or(surgeon::nm_pattern{2, 4});
   try {
     const auto file = surgeon::io::safetensors_reader::open(factors_path);
     layer l;
-    if (!file.contains(name + ".weight")) usage("no tensor '" + name + ".weight' in " + factors_path);
+    if (!file.contains(name + ".weight")) bad_input("no tensor '" + name + ".weight' in " + factors_path);
     const surgeon::io::tensor_info& info = file.info(name + ".weight");
-    if (info.shape.size() != 2) usage("'" + name + ".weight' is not a matrix");
+    if (info.shape.size() != 2) bad_input("'" + name + ".weight' is not a matrix");
     l.rows = info.shape[0];
     l.cols = info.shape[1];
     l.w = file.read<float>(name + ".weight");
@@ -168,7 +192,7 @@ int main(int argc, char** argv) {
     const surgeon::cpu::kronecker_curvature reference =
         surgeon::cpu::factorize(cpu, g_view, a_view, damp, w_view);
     const bool all_live = reference.dead.dead_rows.empty() && reference.dead.dead_cols.empty();
-    if (!all_live) usage("the layer has dead rows or columns; pick another");
+    if (!all_live) bad_input("the layer has dead rows or columns; pick another");
     const matrix g_hat = Eigen::Map<const Eigen::MatrixXd>(reference.g.damped().data(), l.rows, l.rows);
     const matrix a_hat = Eigen::Map<const Eigen::MatrixXd>(reference.a.damped().data(), l.cols, l.cols);
     const auto losses = [&](const std::vector<float>& updated) {
@@ -203,7 +227,7 @@ int main(int argc, char** argv) {
       double best_layer = std::numeric_limits<double>::infinity();
       std::vector<float> result;
       surgeon::update_report report;
-      for (long run = 0; run < repeat; ++run) {
+      for (long long run = 0; run < repeat; ++run) {
         std::vector<float> w = l.w;
         const surgeon::host_matrix_view<float> view(w.data(), l.rows, l.cols);
         const auto layer_start = std::chrono::steady_clock::now();
@@ -227,8 +251,6 @@ int main(int argc, char** argv) {
             report = surgeon::cpu::obs_update(cpu, curvature, view, pruned, surgeon::correlate{2000});
           } else if (method == "whole-mask") {
             report = surgeon::cpu::obs_update_full(cpu, curvature, view, pruned, pcg);
-          } else {
-            usage("unknown method '" + method + "'");
           }
           update_seconds = seconds_since(update_start);
         }

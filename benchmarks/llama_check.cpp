@@ -8,79 +8,84 @@
 // input and output gradient. With --repeat K, times K forward + backward passes and K forward-only
 // passes with input hooks (alternating) and prints the best tokens/s of each ("fwd_bwd_tokens_per_s=",
 // "fwd_tokens_per_s=") and their ratio ("fwd_bwd_over_fwd=").
+//
+// Exit status: 0 done; 2 a bad flag, an unreadable input or a text shorter than --batch × --seq
+// tokens; 1 any other error, with a one-line message on stderr.
 #include <surgeon/io/safetensors.hpp>
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
 
+#include "llama/cli.hpp"
 #include "llama/load.hpp"
 #include "llama/runtime.hpp"
-
-namespace {
-
-[[noreturn]] void usage(const std::string& problem) {
-  fmt::print(stderr,
-             "llama-check: {}\nusage: llama-check --model PATH --text FILE --batch B --seq T [--out FILE] "
-             "[--repeat K] [--layers 0,15,29]\n",
-             problem);
-  std::exit(2);
-}
-
-}  // namespace
+#include "llama/tool_checks.hpp"
 
 int main(int argc, char** argv) {
+  namespace cli = surgeon::llama::cli;
+  namespace tool = surgeon::llama::tool;
   std::string model_path, text_path, out_path, layer_list = "0";
-  long batch = 1, seq = 128, repeat = 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const std::string value = argv[i + 1];
-    if (flag == "--model")
-      model_path = value;
-    else if (flag == "--text")
-      text_path = value;
-    else if (flag == "--out")
-      out_path = value;
-    else if (flag == "--layers")
-      layer_list = value;
-    else if (flag == "--batch")
-      batch = std::stol(value);
-    else if (flag == "--seq")
-      seq = std::stol(value);
-    else if (flag == "--repeat")
-      repeat = std::stol(value);
-    else
-      usage("unknown option " + flag);
-  }
-  if (model_path.empty() || text_path.empty() || batch < 1 || seq < 2)
-    usage("--model and --text are required");
-  try {
+  long long batch = 1, seq = 128, repeat = 0;
+  CLI::App app(
+      "What benchmarks/smollm2.sh compares with PyTorch: forward + backward on the start of a "
+      "text, written out (--out) and timed (--repeat).",
+      "llama-check");
+  cli::set_conventions(app);
+  app.add_option("--model", model_path, "the model: .gguf, or a llama2.c .bin")
+      ->required()
+      ->type_name("PATH");
+  app.add_option("--text", text_path, "the text")->required()->type_name("FILE");
+  app.add_option("--batch", batch, "sequences")->transform(cli::integer_at_least(1));
+  app.add_option("--seq", seq, "tokens per sequence")->transform(cli::integer_at_least(2));
+  app.add_option("--out", out_path, "tokens, logits, loss and the listed blocks' inputs and output gradients")
+      ->type_name("FILE.safetensors");
+  app.add_option("--layers", layer_list, "comma-separated blocks whose tensors --out holds")
+      ->type_name("L[,L...]")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            std::stringstream list(text);
+            for (std::string item; std::getline(list, item, ',');) {
+              const std::optional<long long> layer = cli::read_integer(item);
+              if (!layer || *layer < 0) return "needs block numbers >= 0, got '" + item + "'";
+            }
+            return std::string();
+          },
+          ""));
+  app.add_option("--repeat", repeat, "timed passes (0: none)")->transform(cli::integer_at_least(0));
+  if (const std::optional<int> status = cli::parse(app, argc, argv)) return *status;
+  return tool::run_guarded("llama-check", [&] {
+    tool::check_readable("--model", model_path);
+    tool::check_readable("--text", text_path);
+    if (!out_path.empty()) tool::check_writable("--out", out_path);
     const surgeon::llama::loaded_model loaded = surgeon::llama::load_model(model_path);
     std::ifstream in(text_path, std::ios::binary);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     std::vector<std::int32_t> ids =
         loaded.vocab->encode(text.substr(0, std::min<std::size_t>(text.size(), 1u << 20)));
-    if (static_cast<long>(ids.size()) < batch * seq) usage("text too short");
+    if (static_cast<long long>(ids.size()) < batch * seq)
+      throw tool::bad_input(fmt::format("--text {}: {} tokens do not fill --batch {} of --seq {}", text_path,
+                                        ids.size(), batch, seq));
     ids.resize(static_cast<std::size_t>(batch * seq));
     surgeon::llama::runtime runtime(loaded.weights);
 
     if (!out_path.empty()) {
-      std::set<long> layers;
+      std::set<long long> layers;
       std::stringstream list(layer_list);
-      for (std::string item; std::getline(list, item, ',');) layers.insert(std::stol(item));
+      for (std::string item; std::getline(list, item, ',');) layers.insert(*cli::read_integer(item));
       surgeon::io::safetensors_writer writer;
       std::map<std::string, std::vector<float>> tensors;
       surgeon::llama::hooks hooks;
       auto wanted = [&](const std::string& name) {
-        const long layer = std::stol(name.substr(4, name.find('.', 4) - 4));
+        const long long layer = std::stoll(name.substr(4, name.find('.', 4) - 4));
         return layers.count(layer) != 0;
       };
       hooks.input = [&](const std::string& key, surgeon::host_matrix_view<const float> x) {
@@ -120,7 +125,7 @@ int main(int argc, char** argv) {
         pass();
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       };
-      for (long r = 0; r < repeat; ++r) {
+      for (long long r = 0; r < repeat; ++r) {
         best = std::min(best, seconds_of([&] { runtime.backward(ids, batch, seq, with_gradients); }));
         best_forward =
             std::min(best_forward, seconds_of([&] { runtime.forward(ids, batch, seq, inputs_only); }));
@@ -131,9 +136,6 @@ int main(int argc, char** argv) {
           "batch={} seq={} best_forward_seconds={:.3f} fwd_tokens_per_s={:.1f} fwd_bwd_over_fwd={:.2f}\n",
           batch, seq, best_forward, static_cast<double>(batch * seq) / best_forward, best / best_forward);
     }
-  } catch (const surgeon::error& e) {
-    fmt::print(stderr, "llama-check: {}\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -5,6 +5,9 @@
 //   llama-factors --model PATH --text FILE --out FILE.safetensors --layers blk.5.ffn_up,blk.5.attn_q
 //                 [--nsamples N] (32) [--seqlen T] (256) [--seed S] (0)
 //
+// Exit status: 0 done; 2 a bad flag, an unreadable input, an unwritable --out or an unknown layer;
+// 1 any other error, with a one-line message on stderr.
+//
 // The windows are those of `surgeon-prune --nsamples N --seqlen T --seed S` (the same offsets,
 // the same empirical-Fisher backward pass). For every listed matrix NAME the file holds
 //   NAME.weight  f32 [R, C]  the dense weights
@@ -17,66 +20,47 @@
 
 #include <fmt/format.h>
 
-#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "llama/cli.hpp"
 #include "llama/load.hpp"
 #include "llama/prune_adapter.hpp"
 #include "llama/runtime.hpp"
-
-namespace {
-
-[[noreturn]] void usage(const std::string& problem) {
-  fmt::print(stderr,
-             "llama-factors: {}\nusage: llama-factors --model PATH --text FILE --out FILE.safetensors "
-             "--layers NAME[,NAME...] [--nsamples N] [--seqlen T] [--seed S]\n",
-             problem);
-  std::exit(2);
-}
-
-long parse_long(const std::string& flag, const std::string& text, long least) {
-  char* end = nullptr;
-  const long value = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || value < least)
-    usage(fmt::format("{} needs an integer >= {}, got '{}'", flag, least, text));
-  return value;
-}
-
-}  // namespace
+#include "llama/tool_checks.hpp"
 
 int main(int argc, char** argv) {
+  namespace cli = surgeon::llama::cli;
+  namespace tool = surgeon::llama::tool;
   std::string model_path, text_path, out_path, layer_list;
-  long nsamples = 32, seqlen = 256, seed = 0;
-  for (int i = 1; i < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) usage(flag + " needs a value");
-    const std::string value = argv[i + 1];
-    if (flag == "--model")
-      model_path = value;
-    else if (flag == "--text")
-      text_path = value;
-    else if (flag == "--out")
-      out_path = value;
-    else if (flag == "--layers")
-      layer_list = value;
-    else if (flag == "--nsamples")
-      nsamples = parse_long(flag, value, 1);
-    else if (flag == "--seqlen")
-      seqlen = parse_long(flag, value, 2);
-    else if (flag == "--seed")
-      seed = parse_long(flag, value, 0);
-    else
-      usage("unknown option " + flag);
-  }
-  if (model_path.empty() || text_path.empty() || out_path.empty() || layer_list.empty())
-    usage("--model, --text, --out and --layers are required");
-  try {
+  long long nsamples = 32, seqlen = 256, seed = 0;
+  CLI::App app(
+      "One LLM Surgeon calibration pass of a Llama-family model, written out layer by layer "
+      "(W, A and G of each listed matrix) for layer-prune.",
+      "llama-factors");
+  cli::set_conventions(app);
+  app.add_option("--model", model_path, "the model: .gguf, or a llama2.c .bin")
+      ->required()
+      ->type_name("PATH");
+  app.add_option("--text", text_path, "calibration text")->required()->type_name("FILE");
+  app.add_option("--out", out_path, "the factors")->required()->type_name("FILE.safetensors");
+  app.add_option("--layers", layer_list, "comma-separated matrices, e.g. blk.5.ffn_up,blk.5.attn_q")
+      ->required()
+      ->type_name("NAME[,NAME...]");
+  app.add_option("--nsamples", nsamples, "calibration windows")->transform(cli::integer_at_least(1));
+  app.add_option("--seqlen", seqlen, "tokens per window")->transform(cli::integer_at_least(2));
+  app.add_option("--seed", seed, "seed of the windows")->transform(cli::integer_at_least(0));
+  if (const std::optional<int> status = cli::parse(app, argc, argv)) return *status;
+  return tool::run_guarded("llama-factors", [&] {
+    tool::check_readable("--model", model_path);
+    tool::check_readable("--text", text_path);
+    tool::check_writable("--out", out_path);
     std::set<std::string> wanted;
     std::stringstream list(layer_list);
     for (std::string name; std::getline(list, name, ',');) wanted.insert(name);
@@ -84,7 +68,7 @@ int main(int argc, char** argv) {
     surgeon::llama::loaded_model loaded = surgeon::llama::load_model(model_path);
     surgeon::llama::model& m = loaded.weights;
     std::ifstream in(text_path, std::ios::binary);
-    if (!in) usage("cannot read " + text_path);
+    if (!in) throw tool::bad_input("--text " + text_path + ": cannot read");
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const std::vector<std::int32_t> tokens = loaded.vocab->encode(text);
 
@@ -98,7 +82,8 @@ int main(int argc, char** argv) {
       bank.define("g:" + ref.name, ref.rows);
     }
     for (const std::string& name : wanted) {
-      if (layers.count(name) == 0) usage("no linear layer named '" + name + "' (e.g. blk.0.ffn_up)");
+      if (layers.count(name) == 0)
+        throw tool::bad_input("--layers: no linear layer named '" + name + "' (e.g. blk.0.ffn_up)");
     }
 
     // The windows and backward passes of surgeon-prune's calibration (prune_adapter::calibrate).
@@ -114,10 +99,10 @@ int main(int argc, char** argv) {
     };
     const surgeon::llama::calibration_options defaults;
     std::vector<std::int32_t> batch;
-    for (long first = 0; first < nsamples; first += defaults.batch) {
-      const long count = std::min<long>(defaults.batch, nsamples - first);
+    for (long long first = 0; first < nsamples; first += defaults.batch) {
+      const long long count = std::min<long long>(defaults.batch, nsamples - first);
       batch.clear();
-      for (long k = first; k < first + count; ++k) {
+      for (long long k = first; k < first + count; ++k) {
         const auto begin = tokens.begin() + offsets[static_cast<std::size_t>(k)];
         batch.insert(batch.end(), begin, begin + seqlen);
       }
@@ -143,9 +128,6 @@ int main(int argc, char** argv) {
     writer.write(out_path);
     fmt::print("wrote {} layers of {} ({} tokens) to {}\n", layers.size(), model_path, nsamples * seqlen,
                out_path);
-  } catch (const surgeon::error& e) {
-    fmt::print(stderr, "llama-factors: {}\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -58,17 +58,49 @@ inline void validate(const damping& d) {
 
 namespace detail {
 
-/// The escalation rule of METHOD.md §2, one home for every backend: `attempt(λ, escalations)`
-/// tries a factorisation damped with λ and returns true on success; on failure λ becomes
-/// λ·`d.escalation` (a zero λ first becomes 1e-8), at most `d.max_escalations` times.
+/// The argument checks of `damp_and_invert` on every backend: a valid `damping`, a square,
+/// non-empty factor `[rows, cols]` and a finite λ >= 0.
+inline void check_damp_arguments(index_t rows, index_t cols, double lambda, const damping& d) {
+  validate(d);
+  SURGEON_EXPECTS(rows == cols, "damp_and_invert: factor [{}, {}] is not square", rows, cols);
+  SURGEON_EXPECTS(rows > 0, "damp_and_invert: empty factor");
+  SURGEON_EXPECTS(std::isfinite(lambda) && lambda >= 0.0, "damp_and_invert: lambda must be >= 0, got {}",
+                  lambda);
+}
+
+/// What λ multiplies into the diagonal shift: 1 for absolute damping, the mean diagonal
+/// `trace / n` for relative damping.
+/// @throws numerical_error for relative damping of a factor whose mean diagonal is not positive.
+inline double damping_scale(const damping& d, double trace, index_t n) {
+  if (d.mode != damping_mode::relative) return 1.0;
+  const double scale = trace / static_cast<double>(n);
+  if (!(scale > 0.0)) {
+    SURGEON_THROW(numerical_error,
+                  "damp_and_invert: relative damping of a factor with mean diagonal {} (dead?)", scale);
+  }
+  return scale;
+}
+
+/// The escalation rule of METHOD.md §2, one home for every backend: `attempt(shift)` tries a
+/// factorisation with `shift` = λ·`scale` added to the diagonal and returns true on success; on
+/// failure λ becomes λ·`d.escalation` (a zero λ first becomes 1e-8), at most `d.max_escalations`
+/// times. Returns what damping the successful attempt received.
 /// @throws numerical_error "`who`: `what` is not positive definite even with lambda … after …
 ///         escalations" when every attempt fails.
 template <typename Attempt>
-void escalate_damping(const damping& d, double lambda, const char* who, const std::string& what,
-                      Attempt&& attempt) {
+damping_report escalate_damping(const damping& d, double lambda, double scale, const char* who,
+                                const std::string& what, Attempt&& attempt) {
+  damping_report report;
+  report.lambda_requested = lambda;
   double current = lambda;
   for (int escalations = 0; escalations <= d.max_escalations; ++escalations) {
-    if (attempt(current, escalations)) return;
+    const double shift = current * scale;
+    if (attempt(shift)) {
+      report.lambda_used = current;
+      report.shift = shift;
+      report.escalations = escalations;
+      return report;
+    }
     current = std::max(current * d.escalation, 1e-8);
   }
   SURGEON_THROW(numerical_error, "{}: {} is not positive definite even with lambda {} after {} escalations",

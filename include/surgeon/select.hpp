@@ -155,6 +155,15 @@ inline void expect_no_nan(host_matrix_view<const double> costs, std::size_t laye
   }
 }
 
+/// The checks every selection over layers' costs makes first: a non-empty layer list, a sparsity
+/// in [0, 1) and no NaN cost.
+inline void expect_selection_inputs(const std::vector<host_matrix_view<const double>>& costs, double sparsity,
+                                    const char* who) {
+  expect_layers(costs.size(), who);
+  expect_sparsity(sparsity, who);
+  for (std::size_t m = 0; m < costs.size(); ++m) expect_no_nan(costs[m], m, who);
+}
+
 /// Sorts `order[0, m)` (column offsets of one block) by (cost, offset).
 inline void sort_block(const double* costs, std::vector<index_t>& order) {
   for (std::size_t k = 0; k < order.size(); ++k) order[k] = static_cast<index_t>(k);
@@ -205,12 +214,10 @@ inline host_matrix<double> block_costs(host_matrix_view<const double> element_co
 /// @throws logic_error on an empty layer list, sparsity outside [0, 1), or a NaN cost.
 inline selection select_unstructured(const std::vector<host_matrix_view<const double>>& costs,
                                      double sparsity) {
-  detail::expect_layers(costs.size(), "select_unstructured");
-  detail::expect_sparsity(sparsity, "select_unstructured");
+  detail::expect_selection_inputs(costs, sparsity, "select_unstructured");
   index_t total = 0;
   selection result;
   for (std::size_t m = 0; m < costs.size(); ++m) {
-    detail::expect_no_nan(costs[m], m, "select_unstructured");
     total += costs[m].size();
     result.masks.emplace_back(costs[m].rows(), costs[m].cols());
   }
@@ -243,9 +250,7 @@ inline selection select_unstructured(const std::vector<host_matrix_view<const do
 /// Cost: five passes over each layer's costs.
 /// @throws logic_error on an empty layer list, sparsity outside [0, 1), or a NaN cost.
 inline selection select_uniform(const std::vector<host_matrix_view<const double>>& costs, double sparsity) {
-  detail::expect_layers(costs.size(), "select_uniform");
-  detail::expect_sparsity(sparsity, "select_uniform");
-  for (std::size_t m = 0; m < costs.size(); ++m) detail::expect_no_nan(costs[m], m, "select_uniform");
+  detail::expect_selection_inputs(costs, sparsity, "select_uniform");
   selection result;
   for (const auto& layer : costs) {
     mask layer_mask(layer.rows(), layer.cols());
@@ -273,9 +278,7 @@ inline selection select_uniform(const std::vector<host_matrix_view<const double>
 /// Cost: O(C_m) expected per row (nth_element) plus O(C_m) scratch.
 /// @throws logic_error on an empty layer list, sparsity outside [0, 1), or a NaN cost.
 inline selection select_per_row(const std::vector<host_matrix_view<const double>>& costs, double sparsity) {
-  detail::expect_layers(costs.size(), "select_per_row");
-  detail::expect_sparsity(sparsity, "select_per_row");
-  for (std::size_t m = 0; m < costs.size(); ++m) detail::expect_no_nan(costs[m], m, "select_per_row");
+  detail::expect_selection_inputs(costs, sparsity, "select_per_row");
   selection result;
   std::vector<index_t> order;
   for (const auto& layer : costs) {

@@ -4,6 +4,13 @@
 #pragma once
 
 #include <surgeon/config.hpp>
+#include <surgeon/curvature.hpp>
+#include <surgeon/error.hpp>
+#include <surgeon/mask.hpp>
+
+#include <cmath>
+#include <utility>
+#include <vector>
 
 namespace surgeon {
 
@@ -81,5 +88,51 @@ struct pcg_options {
   /// exact solve (tolerance below about 1e-6) needs false.
   bool float_products = true;
 };
+
+namespace detail {
+
+/// The checks of a correlation budget, before any work.
+inline void check_budget(const char* who, const correlate& budget) {
+  SURGEON_EXPECTS(budget.max >= -1, "{}: correlation budget {} must be >= -1", who, budget.max);
+  SURGEON_EXPECTS(std::isfinite(budget.tolerance) && budget.tolerance > 0.0 && budget.max_iterations >= 1,
+                  "{}: iterative chunk solves need tolerance > 0 and max_iterations >= 1, got {} and {}", who,
+                  budget.tolerance, budget.max_iterations);
+}
+
+// The masked columns (live positions) of every live row.
+inline std::vector<std::vector<index_t>> masked_live_entries(const dead_structure& dead, const mask& pruned) {
+  std::vector<std::vector<index_t>> entries(dead.live_rows.size());
+  for (std::size_t p = 0; p < dead.live_rows.size(); ++p) {
+    const index_t i = dead.live_rows[p];
+    for (std::size_t q = 0; q < dead.live_cols.size(); ++q) {
+      if (pruned.pruned(i, dead.live_cols[q])) entries[p].push_back(static_cast<index_t>(q));
+    }
+  }
+  return entries;
+}
+
+// Groups the live rows that hold masked entries into chunks by the correlation budget.
+inline std::vector<std::vector<index_t>> chunk_rows(const std::vector<std::vector<index_t>>& entries,
+                                                    index_t max) {
+  std::vector<std::vector<index_t>> chunks;
+  std::vector<index_t> current;
+  index_t count = 0;
+  for (std::size_t p = 0; p < entries.size(); ++p) {
+    const auto n = static_cast<index_t>(entries[p].size());
+    if (n == 0) continue;
+    const bool close = !current.empty() && (max == -1 || (max > 0 && count + n > max));
+    if (close) {
+      chunks.push_back(std::move(current));
+      current.clear();
+      count = 0;
+    }
+    current.push_back(static_cast<index_t>(p));
+    count += n;
+  }
+  if (!current.empty()) chunks.push_back(std::move(current));
+  return chunks;
+}
+
+}  // namespace detail
 
 }  // namespace surgeon

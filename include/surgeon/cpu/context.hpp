@@ -10,6 +10,8 @@
 
 namespace surgeon::cpu {
 
+class prune_backend;  // cpu/prune_backend.hpp
+
 /// @brief Handle for the CPU backend.
 ///
 /// Every CPU primitive takes a `cpu::context&` as its first argument, so that generic code calls
@@ -19,8 +21,6 @@ namespace surgeon::cpu {
 /// build (`surgeon::uses_openblas`). (The pruning driver's CPU policy can update several matrices
 /// at once on threads of its own: `cpu::prune_backend_options::update_threads`.) Cheap to
 /// construct; stateless, so one context may serve several threads.
-class prune_backend;  // cpu/prune_backend.hpp
-
 class context {
  public:
   /// @brief The pruning driver's policy on this backend, made from the context by `surgeon::prune`

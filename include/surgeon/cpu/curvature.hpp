@@ -88,13 +88,8 @@ class damped_factor {
 ///         every attempt fails.
 inline damped_factor damp_and_invert(context& /*ctx*/, host_matrix_view<const double> factor, double lambda,
                                      const damping& d) {
-  validate(d);
+  surgeon::detail::check_damp_arguments(factor.rows(), factor.cols(), lambda, d);
   const index_t n = factor.rows();
-  SURGEON_EXPECTS(n == factor.cols(), "damp_and_invert: factor [{}, {}] is not square", factor.rows(),
-                  factor.cols());
-  SURGEON_EXPECTS(n > 0, "damp_and_invert: empty factor");
-  SURGEON_EXPECTS(std::isfinite(lambda) && lambda >= 0.0, "damp_and_invert: lambda must be >= 0, got {}",
-                  lambda);
   matrix base(n, n);
   double trace = 0.0;
   for (index_t i = 0; i < n; ++i) {
@@ -106,31 +101,20 @@ inline damped_factor damp_and_invert(context& /*ctx*/, host_matrix_view<const do
     }
     trace += factor(i, i);
   }
-  double scale = 1.0;
-  if (d.mode == damping_mode::relative) {
-    scale = trace / static_cast<double>(n);
-    if (!(scale > 0.0)) {
-      SURGEON_THROW(numerical_error,
-                    "damp_and_invert: relative damping of a factor with mean diagonal {} (dead?)", scale);
-    }
-  }
+  const double scale = surgeon::detail::damping_scale(d, trace, n);
   damped_factor result;
-  result.report_.lambda_requested = lambda;
-  surgeon::detail::escalate_damping(d, lambda, "damp_and_invert", fmt::format("a {}x{} factor", n, n),
-                                    [&](double current, int escalations) {
-                                      const double shift = current * scale;
-                                      matrix work = base;
-                                      work.diagonal().array() += shift;
-                                      if (!detail::cholesky_lower_in_place(work)) return false;
-                                      detail::inverse_from_cholesky_in_place(work);
-                                      result.damped_ = base;
-                                      result.damped_.diagonal().array() += shift;
-                                      result.inverse_ = std::move(work);
-                                      result.report_.lambda_used = current;
-                                      result.report_.shift = shift;
-                                      result.report_.escalations = escalations;
-                                      return true;
-                                    });
+  result.report_ = surgeon::detail::escalate_damping(d, lambda, scale, "damp_and_invert",
+                                                     fmt::format("a {}x{} factor", n, n), [&](double shift) {
+                                                       matrix work = base;
+                                                       work.diagonal().array() += shift;
+                                                       if (!detail::cholesky_lower_in_place(work))
+                                                         return false;
+                                                       detail::inverse_from_cholesky_in_place(work);
+                                                       result.damped_ = base;
+                                                       result.damped_.diagonal().array() += shift;
+                                                       result.inverse_ = std::move(work);
+                                                       return true;
+                                                     });
   return result;
 }
 

@@ -82,11 +82,11 @@ inline dense_matrix sparsegpt_inverse_factor(host_matrix_view<const double> h, d
   }
   const double mean_diagonal = c == 0 ? 0.0 : trace / static_cast<double>(c);
   dense_matrix factor;
-  surgeon::detail::escalate_damping(surgeon::detail::sparsegpt_escalation, lambda, "sparsegpt_prune",
-                                    fmt::format("the damped {}x{} input covariance", c, c),
-                                    [&](double current, int /*escalations*/) {
+  surgeon::detail::escalate_damping(surgeon::detail::sparsegpt_escalation, lambda, mean_diagonal,
+                                    "sparsegpt_prune", fmt::format("the damped {}x{} input covariance", c, c),
+                                    [&](double shift) {
                                       dense_matrix work = base;
-                                      work.diagonal().array() += current * mean_diagonal;
+                                      work.diagonal().array() += shift;
                                       for (index_t j = 0; j < c; ++j) {
                                         if (dead[static_cast<std::size_t>(j)] != 0) work(j, j) = 1.0;
                                       }

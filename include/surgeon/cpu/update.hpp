@@ -139,81 +139,35 @@ inline dense_matrix solve_spd(const char* who, const dense_matrix& m, const dens
   return ldlt.solve(rhs);
 }
 
-// Row-set OBS on the live sub-layer: ΔW = −Ĝ⁻¹[:,P] ([Ĝ⁻¹]_PP)⁻¹ W[P,:], then W[P,:] = 0.
-inline void remove_rows(const char* who, const kronecker_curvature& curv, dense_matrix& w,
-                        const std::vector<index_t>& positions) {
+// Row-set or column-set OBS on the live sub-layer (METHOD.md §4), with `inverse` the removed
+// side's Ĝ⁻¹ (rows) or Â⁻¹ (columns) and P the positions:
+//   rows:    ΔW = −Ĝ⁻¹[:,P] ([Ĝ⁻¹]_PP)⁻¹ W[P,:]
+//   columns: ΔW = −W[:,P] ([Â⁻¹]_PP)⁻¹ Â⁻¹[P,:]
+// i.e. ΔW = −left · block⁻¹ · right, then the removed lines are set to 0.
+inline void remove_lines(const char* who, const dense_matrix& inverse, dense_matrix& w,
+                         const std::vector<index_t>& positions, bool rows) {
   const auto k = static_cast<index_t>(positions.size());
   if (k == 0) return;
-  const dense_matrix& g_inverse = curv.g.inverse();
-  const index_t rows = w.rows();
-  dense_matrix g_columns(rows, k);   // Ĝ⁻¹[:, P]
-  dense_matrix w_rows(k, w.cols());  // W[P, :]
-  dense_matrix block(k, k);          // [Ĝ⁻¹]_PP
+  dense_matrix left(w.rows(), k);   // Ĝ⁻¹[:, P] or W[:, P]
+  dense_matrix right(k, w.cols());  // W[P, :] or Â⁻¹[P, :]
+  dense_matrix block(k, k);         // the inverse's [P, P]
   for (index_t b = 0; b < k; ++b) {
     const index_t pb = positions[static_cast<std::size_t>(b)];
-    g_columns.col(b) = g_inverse.col(pb);
-    w_rows.row(b) = w.row(pb);
-    for (index_t a = 0; a < k; ++a) block(a, b) = g_inverse(positions[static_cast<std::size_t>(a)], pb);
+    const dense_matrix& left_source = rows ? inverse : w;
+    const dense_matrix& right_source = rows ? w : inverse;
+    left.col(b) = left_source.col(pb);
+    right.row(b) = right_source.row(pb);
+    for (index_t a = 0; a < k; ++a) block(a, b) = inverse(positions[static_cast<std::size_t>(a)], pb);
   }
-  const dense_matrix x = solve_spd(who, block, w_rows);
-  w.noalias() -= g_columns * x;
-  for (const index_t p : positions) w.row(p).setZero();
-}
-
-// Column-set OBS on the live sub-layer: ΔW = −W[:,S] ([Â⁻¹]_SS)⁻¹ Â⁻¹[S,:], then W[:,S] = 0.
-inline void remove_columns(const char* who, const kronecker_curvature& curv, dense_matrix& w,
-                           const std::vector<index_t>& positions) {
-  const auto k = static_cast<index_t>(positions.size());
-  if (k == 0) return;
-  const dense_matrix& a_inverse = curv.a.inverse();
-  dense_matrix a_rows(k, w.cols());     // Â⁻¹[S, :]
-  dense_matrix w_columns(w.rows(), k);  // W[:, S]
-  dense_matrix block(k, k);             // [Â⁻¹]_SS
-  for (index_t b = 0; b < k; ++b) {
-    const index_t sb = positions[static_cast<std::size_t>(b)];
-    a_rows.row(b) = a_inverse.row(sb);
-    w_columns.col(b) = w.col(sb);
-    for (index_t a = 0; a < k; ++a) block(a, b) = a_inverse(positions[static_cast<std::size_t>(a)], sb);
-  }
-  const dense_matrix y = solve_spd(who, block, a_rows);
-  w.noalias() -= w_columns * y;
-  for (const index_t s : positions) w.col(s).setZero();
-}
-
-// The masked columns (live positions) of every live row.
-inline std::vector<std::vector<index_t>> masked_live_entries(const kronecker_curvature& curv,
-                                                             const mask& pruned) {
-  const dead_structure& dead = curv.dead;
-  std::vector<std::vector<index_t>> entries(dead.live_rows.size());
-  for (std::size_t p = 0; p < dead.live_rows.size(); ++p) {
-    const index_t i = dead.live_rows[p];
-    for (std::size_t q = 0; q < dead.live_cols.size(); ++q) {
-      if (pruned.pruned(i, dead.live_cols[q])) entries[p].push_back(static_cast<index_t>(q));
+  const dense_matrix solved = solve_spd(who, block, right);
+  w.noalias() -= left * solved;
+  for (const index_t p : positions) {
+    if (rows) {
+      w.row(p).setZero();
+    } else {
+      w.col(p).setZero();
     }
   }
-  return entries;
-}
-
-// Groups the live rows that hold masked entries into chunks by the correlation budget.
-inline std::vector<std::vector<index_t>> chunk_rows(const std::vector<std::vector<index_t>>& entries,
-                                                    index_t max) {
-  std::vector<std::vector<index_t>> chunks;
-  std::vector<index_t> current;
-  index_t count = 0;
-  for (std::size_t p = 0; p < entries.size(); ++p) {
-    const auto n = static_cast<index_t>(entries[p].size());
-    if (n == 0) continue;
-    const bool close = !current.empty() && (max == -1 || (max > 0 && count + n > max));
-    if (close) {
-      chunks.push_back(std::move(current));
-      current.clear();
-      count = 0;
-    }
-    current.push_back(static_cast<index_t>(p));
-    count += n;
-  }
-  if (!current.empty()) chunks.push_back(std::move(current));
-  return chunks;
 }
 
 template <typename T>
@@ -322,16 +276,13 @@ update_report chunked_obs_update(const char* who, const kronecker_curvature& cur
                                  const mask& pruned, correlate budget, bool dense_product) {
   check_update_inputs(who, curv, w);
   check_mask(who, w, pruned);
-  SURGEON_EXPECTS(budget.max >= -1, "{}: correlation budget {} must be >= -1", who, budget.max);
-  SURGEON_EXPECTS(std::isfinite(budget.tolerance) && budget.tolerance > 0.0 && budget.max_iterations >= 1,
-                  "{}: iterative chunk solves need tolerance > 0 and max_iterations >= 1, got {} and {}", who,
-                  budget.tolerance, budget.max_iterations);
+  surgeon::detail::check_budget(who, budget);
   live_layer layer = gather_live(curv, w);
   dense_matrix& live = layer.w;
   const dense_matrix& g_inverse = curv.g.inverse();
   const dense_matrix& a_inverse = curv.a.inverse();
-  const std::vector<std::vector<index_t>> entries = masked_live_entries(curv, pruned);
-  const std::vector<std::vector<index_t>> chunks = chunk_rows(entries, budget.max);
+  const std::vector<std::vector<index_t>> entries = surgeon::detail::masked_live_entries(curv.dead, pruned);
+  const std::vector<std::vector<index_t>> chunks = surgeon::detail::chunk_rows(entries, budget.max);
 
   update_report report;
   for (const std::vector<index_t>& rows : chunks) {
@@ -429,8 +380,8 @@ void remove_rows_columns(const char* who, const kronecker_curvature& curv, host_
   const std::vector<index_t> row_positions = detail::selected_positions(who, "row", rows, layer.row_position);
   const std::vector<index_t> col_positions =
       detail::selected_positions(who, "column", cols, layer.col_position);
-  detail::remove_rows(who, curv, layer.w, row_positions);
-  detail::remove_columns(who, curv, layer.w, col_positions);
+  detail::remove_lines(who, curv.g.inverse(), layer.w, row_positions, true);
+  detail::remove_lines(who, curv.a.inverse(), layer.w, col_positions, false);
   detail::scatter_live(layer, w);
   for (const index_t i : rows) {
     for (index_t j = 0; j < w.cols(); ++j) w(i, j) = T(0);

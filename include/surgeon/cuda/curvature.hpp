@@ -190,13 +190,8 @@ class damped_factor {
 ///         CUDA/cuSOLVER failure.
 inline damped_factor damp_and_invert(context& ctx, device_matrix_view<const double> factor, double lambda,
                                      const damping& d) {
-  validate(d);
+  surgeon::detail::check_damp_arguments(factor.rows(), factor.cols(), lambda, d);
   const index_t n = factor.rows();
-  SURGEON_EXPECTS(n == factor.cols(), "damp_and_invert: factor [{}, {}] is not square", factor.rows(),
-                  factor.cols());
-  SURGEON_EXPECTS(n > 0, "damp_and_invert: empty factor");
-  SURGEON_EXPECTS(std::isfinite(lambda) && lambda >= 0.0, "damp_and_invert: lambda must be >= 0, got {}",
-                  lambda);
   SURGEON_EXPECTS(n <= detail::cholesky_largest_order, "{}: order {} exceeds the 32-bit cuSOLVER limit of {}",
                   "damp_and_invert", n, detail::cholesky_largest_order);
   cudaStream_t stream = ctx.stream();
@@ -214,23 +209,13 @@ inline damped_factor damp_and_invert(context& ctx, device_matrix_view<const doub
   trace.copy_to_host_sync(&trace_value, 1);
   SURGEON_EXPECTS(nonfinite == 0, "damp_and_invert: the {}x{} factor holds a non-finite entry", n, n);
 
-  double scale = 1.0;
-  if (d.mode == damping_mode::relative) {
-    scale = trace_value / static_cast<double>(n);
-    if (!(scale > 0.0)) {
-      SURGEON_THROW(numerical_error,
-                    "damp_and_invert: relative damping of a factor with mean diagonal {} (dead?)", scale);
-    }
-  }
+  const double scale = surgeon::detail::damping_scale(d, trace_value, n);
 
   device_buffer<double> work(ctx, n * n);
   detail::cholesky_workspace cholesky(ctx, n, work.data(), "damp_and_invert");
   damped_factor result;
-  result.report_.lambda_requested = lambda;
-  surgeon::detail::escalate_damping(
-      d, lambda, "damp_and_invert", fmt::format("a {}x{} factor", n, n),
-      [&](double current, int escalations) {
-        const double shift = current * scale;
+  result.report_ = surgeon::detail::escalate_damping(
+      d, lambda, scale, "damp_and_invert", fmt::format("a {}x{} factor", n, n), [&](double shift) {
         SURGEON_CUDA_CHECK(
             cudaMemcpyAsync(work.data(), base.data(), base.size_bytes(), cudaMemcpyDeviceToDevice, stream));
         detail::launch_add_diagonal(work.data(), n, n, shift, stream);
@@ -241,9 +226,6 @@ inline damped_factor damp_and_invert(context& ctx, device_matrix_view<const doub
         result.order_ = n;
         result.damped_ = std::move(base);
         result.inverse_ = std::move(work);
-        result.report_.lambda_used = current;
-        result.report_.shift = shift;
-        result.report_.escalations = escalations;
         return true;
       });
   return result;

@@ -55,11 +55,13 @@ __global__ void apply_mask_kernel(const std::uint64_t* __restrict__ words, index
   }
 }
 
-/// Sets the bit of every weight of the row-major `[rows, cols]` matrix that is exactly 0. One thread
-/// per word, so no atomics are needed.
+/// Sets the bit of every weight of the `[rows, cols]` matrix that is exactly 0, on top of the bits
+/// already set; element (i, j) is at `w[i·row_stride + j·col_stride]` (row-major with ld: ld, 1;
+/// column-major: 1, rows). One thread per word, so no atomics are needed.
 template <typename T>
-__global__ void zeros_to_mask_kernel(const T* __restrict__ w, index_t rows, index_t cols, index_t ld,
-                                     index_t words_per_row, std::uint64_t* __restrict__ words) {
+__global__ void zeros_to_mask_kernel(const T* __restrict__ w, index_t rows, index_t cols, index_t row_stride,
+                                     index_t col_stride, index_t words_per_row,
+                                     std::uint64_t* __restrict__ words) {
   const index_t total = rows * words_per_row;
   const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
   for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
@@ -68,10 +70,20 @@ __global__ void zeros_to_mask_kernel(const T* __restrict__ w, index_t rows, inde
     const index_t last = first + 64 < cols ? first + 64 : cols;
     std::uint64_t word = 0;
     for (index_t j = first; j < last; ++j) {
-      if (w[i * ld + j] == T(0)) word |= std::uint64_t{1} << (j - first);
+      if (w[i * row_stride + j * col_stride] == T(0)) word |= std::uint64_t{1} << (j - first);
     }
     words[e] |= word;
   }
+}
+
+/// Enqueues `zeros_to_mask_kernel` on `stream` (nothing for an empty matrix).
+template <typename T>
+void launch_zeros_to_mask(const T* w, index_t rows, index_t cols, index_t row_stride, index_t col_stride,
+                          index_t words_per_row, std::uint64_t* words, cudaStream_t stream) {
+  if (rows == 0 || cols == 0) return;
+  zeros_to_mask_kernel<T><<<mask_grid(rows * words_per_row), mask_threads, 0, stream>>>(
+      w, rows, cols, row_stride, col_stride, words_per_row, words);
+  SURGEON_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace detail
@@ -139,11 +151,8 @@ class device_mask {
     SURGEON_EXPECTS(w.rows() == rows_ && w.cols() == cols_,
                     "device_mask::add_zeros_of: weights [{}, {}], mask [{}, {}]", w.rows(), w.cols(), rows_,
                     cols_);
-    if (w.size() == 0) return;
-    detail::zeros_to_mask_kernel<T>
-        <<<detail::mask_grid(rows_ * words_per_row_), detail::mask_threads, 0, ctx.stream()>>>(
-            w.data(), rows_, cols_, w.ld(), words_per_row_, words_.data());
-    SURGEON_CUDA_CHECK_LAUNCH();
+    detail::launch_zeros_to_mask(w.data(), rows_, cols_, w.ld(), index_t{1}, words_per_row_, words_.data(),
+                                 ctx.stream());
   }
 
  private:

@@ -80,9 +80,9 @@ inline void sparsegpt_inverse_factor(context& ctx, device_matrix_view<const doub
   cudaStream_t stream = ctx.stream();
   cholesky_workspace cholesky(ctx, c, l, "sparsegpt_prune");
   surgeon::detail::escalate_damping(
-      surgeon::detail::sparsegpt_escalation, lambda, "sparsegpt_prune",
-      fmt::format("the damped {}x{} input covariance", c, c), [&](double current, int /*escalations*/) {
-        launch_sparsegpt_factor_input(h.data(), c, h.ld(), dead, current * mean_diagonal, l, stream);
+      surgeon::detail::sparsegpt_escalation, lambda, mean_diagonal, "sparsegpt_prune",
+      fmt::format("the damped {}x{} input covariance", c, c), [&](double shift) {
+        launch_sparsegpt_factor_input(h.data(), c, h.ld(), dead, shift, l, stream);
         if (!cholesky.factor(l)) return false;
         cholesky.invert(l);
         // H⁻¹ = L Lᵀ: the lower factor of the inverse, so U = Lᵀ.
@@ -144,7 +144,9 @@ mask sparsegpt_run(context& ctx, device_matrix_view<const double> h, device_matr
   const index_t wpr = pruned.words_per_row();
   device_buffer<double> work(ctx, rows * cols);
   launch_sparsegpt_load(w.data(), rows, cols, w.ld(), dead.data(), work.data(), stream);
-  launch_sparsegpt_zeros(work.data(), rows, cols, wpr, pruned.words(), stream);
+  // Forced entries: every entry of the column-major work copy that is exactly 0 (zeros on entry
+  // and dead inputs), on top of the bits already set.
+  launch_zeros_to_mask(work.data(), rows, cols, index_t{1}, rows, wpr, pruned.words(), stream);
 
   device_buffer<double> l(ctx, cols * cols);
   sparsegpt_inverse_factor(ctx, h, options.damping, mean_diagonal, dead.data(), l.data());

@@ -57,47 +57,34 @@ inline std::vector<index_t> selected_positions(const char* who, const char* what
   return surgeon::detail::selected_positions(who, what, indices, positions_of(live, size));
 }
 
-/// Row-set OBS on the live sub-layer (column-major `[r, c]`):
-/// ΔW = −Ĝ⁻¹[:,P] ([Ĝ⁻¹]_PP)⁻¹ W[P,:], then W[P,:] = 0.
-inline void remove_rows(context& ctx, const char* who, const kronecker_curvature& curv, double* live,
-                        const std::vector<index_t>& positions) {
+/// Row-set or column-set OBS on the live sub-layer (column-major `[r, c]`), as the CPU's
+/// `remove_lines`, with `inverse` the removed side's Ĝ⁻¹ (rows, order r) or Â⁻¹ (columns, order c):
+///   rows:    ΔW = −Ĝ⁻¹[:,P] ([Ĝ⁻¹]_PP)⁻¹ W[P,:]
+///   columns: ΔW = −W[:,P] ([Â⁻¹]_PP)⁻¹ Â⁻¹[P,:]
+/// i.e. ΔW = −left · block⁻¹ · right, then the removed lines are set to 0.
+inline void remove_lines(context& ctx, const char* who, const kronecker_curvature& curv, double* live,
+                         const std::vector<index_t>& positions, bool rows) {
   const auto k = static_cast<index_t>(positions.size());
   if (k == 0) return;
   const index_t r = curv.g.order();
   const index_t c = curv.a.order();
+  const index_t n = rows ? r : c;  // the inverse's order
   cudaStream_t stream = ctx.stream();
   const device_buffer<index_t> index = upload_indices(ctx, positions);
-  const double* g_inverse = curv.g.inverse().data();
-  device_buffer<double> g_columns(ctx, r * k);  // Ĝ⁻¹[:, P]
-  device_buffer<double> block(ctx, k * k);      // [Ĝ⁻¹]_PP
-  device_buffer<double> x(ctx, k * c);          // W[P, :], then the solution
-  launch_gather_columns(g_inverse, r, r, index.data(), k, g_columns.data(), r, stream);
-  launch_gather_square(g_inverse, r, index.data(), k, block.data(), stream);
-  launch_gather_rows(live, r, c, index.data(), k, x.data(), stream);
-  solve_spd(ctx, who, block.data(), k, x.data(), c);
-  gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, k, -1.0, g_columns.data(), r, x.data(), k, 1.0, live, r);
-  launch_zero_rows(live, r, c, index.data(), k, stream);
-}
-
-/// Column-set OBS on the live sub-layer: ΔW = −W[:,S] ([Â⁻¹]_SS)⁻¹ Â⁻¹[S,:], then W[:,S] = 0.
-inline void remove_columns(context& ctx, const char* who, const kronecker_curvature& curv, double* live,
-                           const std::vector<index_t>& positions) {
-  const auto k = static_cast<index_t>(positions.size());
-  if (k == 0) return;
-  const index_t r = curv.g.order();
-  const index_t c = curv.a.order();
-  cudaStream_t stream = ctx.stream();
-  const device_buffer<index_t> index = upload_indices(ctx, positions);
-  const double* a_inverse = curv.a.inverse().data();
-  device_buffer<double> y(ctx, k * c);          // Â⁻¹[S, :], then ([Â⁻¹]_SS)⁻¹ Â⁻¹[S, :]
-  device_buffer<double> block(ctx, k * k);      // [Â⁻¹]_SS
-  device_buffer<double> w_columns(ctx, r * k);  // W[:, S]
-  launch_gather_rows(a_inverse, c, c, index.data(), k, y.data(), stream);
-  launch_gather_square(a_inverse, c, index.data(), k, block.data(), stream);
-  launch_gather_columns(live, r, r, index.data(), k, w_columns.data(), r, stream);
-  solve_spd(ctx, who, block.data(), k, y.data(), c);
-  gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, k, -1.0, w_columns.data(), r, y.data(), k, 1.0, live, r);
-  launch_zero_columns(live, r, index.data(), k, stream);
+  const double* inverse = rows ? curv.g.inverse().data() : curv.a.inverse().data();
+  device_buffer<double> left(ctx, r * k);   // Ĝ⁻¹[:, P] or W[:, P]
+  device_buffer<double> block(ctx, k * k);  // the inverse's [P, P]
+  device_buffer<double> right(ctx, k * c);  // W[P, :] or Â⁻¹[P, :], then block⁻¹ · right
+  launch_gather_columns(rows ? inverse : live, r, r, index.data(), k, left.data(), r, stream);
+  launch_gather_square(inverse, n, index.data(), k, block.data(), stream);
+  launch_gather_rows(rows ? live : inverse, rows ? r : c, c, index.data(), k, right.data(), stream);
+  solve_spd(ctx, who, block.data(), k, right.data(), c);
+  gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, r, c, k, -1.0, left.data(), r, right.data(), k, 1.0, live, r);
+  if (rows) {
+    launch_zero_rows(live, r, c, index.data(), k, stream);
+  } else {
+    launch_zero_columns(live, r, index.data(), k, stream);
+  }
 }
 
 template <typename T>
@@ -150,8 +137,8 @@ void remove_rows_columns(context& ctx, const char* who, const kronecker_curvatur
   const std::vector<index_t> col_positions =
       detail::selected_positions(who, "column", cols, curv.dead.live_cols, w.cols());
   device_buffer<double> live = detail::gather_live(ctx, curv, device_matrix_view<const T>(w));
-  detail::remove_rows(ctx, who, curv, live.data(), row_positions);
-  detail::remove_columns(ctx, who, curv, live.data(), col_positions);
+  detail::remove_lines(ctx, who, curv, live.data(), row_positions, true);
+  detail::remove_lines(ctx, who, curv, live.data(), col_positions, false);
   detail::scatter_live(ctx, curv, live, w);
   detail::zero_layer_rows_columns(ctx, w, rows, cols);
 }
@@ -223,38 +210,14 @@ update_report obs_update(context& ctx, const kronecker_curvature& curv, device_m
   constexpr const char* who = "obs_update";
   detail::check_update(ctx, who, curv, w);
   detail::check_mask(who, w, pruned);
-  SURGEON_EXPECTS(budget.max >= -1, "{}: correlation budget {} must be >= -1", who, budget.max);
-  SURGEON_EXPECTS(std::isfinite(budget.tolerance) && budget.tolerance > 0.0 && budget.max_iterations >= 1,
-                  "{}: iterative chunk solves need tolerance > 0 and max_iterations >= 1, got {} and {}", who,
-                  budget.tolerance, budget.max_iterations);
+  surgeon::detail::check_budget(who, budget);
   const dead_structure& dead = curv.dead;
   const index_t r = curv.g.order();
   const index_t c = curv.a.order();
   cudaStream_t stream = ctx.stream();
   // The masked live columns of every live row, and the chunks of rows (as the CPU plans them).
-  std::vector<std::vector<index_t>> entries(dead.live_rows.size());
-  for (std::size_t p = 0; p < dead.live_rows.size(); ++p) {
-    for (std::size_t q = 0; q < dead.live_cols.size(); ++q) {
-      if (pruned.pruned(dead.live_rows[p], dead.live_cols[q])) entries[p].push_back(static_cast<index_t>(q));
-    }
-  }
-  std::vector<std::vector<index_t>> chunks;
-  {
-    std::vector<index_t> current;
-    index_t count = 0;
-    for (std::size_t p = 0; p < entries.size(); ++p) {
-      const auto n = static_cast<index_t>(entries[p].size());
-      if (n == 0) continue;
-      if (!current.empty() && (budget.max == -1 || (budget.max > 0 && count + n > budget.max))) {
-        chunks.push_back(std::move(current));
-        current.clear();
-        count = 0;
-      }
-      current.push_back(static_cast<index_t>(p));
-      count += n;
-    }
-    if (!current.empty()) chunks.push_back(std::move(current));
-  }
+  const std::vector<std::vector<index_t>> entries = surgeon::detail::masked_live_entries(dead, pruned);
+  const std::vector<std::vector<index_t>> chunks = surgeon::detail::chunk_rows(entries, budget.max);
 
   device_buffer<double> live = detail::gather_live(ctx, curv, device_matrix_view<const T>(w));
   const double* g_inverse = curv.g.inverse().data();

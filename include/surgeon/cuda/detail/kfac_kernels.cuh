@@ -31,6 +31,19 @@ inline unsigned grid_for(index_t total) {
   return static_cast<unsigned>(std::clamp<index_t>(blocks, 1, index_t{65535} * 32));
 }
 
+/// Calls `f(e, outer, inner)` for every flat index e of an `[outer_count, inner_count]` grid
+/// (`e = outer·inner_count + inner`), one thread per index over a grid-stride loop: the loop of
+/// the element-wise kernels, which each say only what an element does.
+template <typename F>
+__device__ void for_each_index(index_t outer_count, index_t inner_count, const F& f) {
+  const index_t total = outer_count * inner_count;
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
+    const index_t outer = e / inner_count;
+    f(e, outer, e - outer * inner_count);
+  }
+}
+
 template <typename T>
 __device__ inline bool is_finite_value(T value) {
   return isfinite(value);
@@ -70,13 +83,8 @@ void launch_flag_nonfinite(const T* x, index_t rows, index_t cols, index_t ld, i
 template <typename In, typename Out>
 __global__ void convert_rows_kernel(const In* __restrict__ src, index_t rows, index_t cols, index_t ld,
                                     Out* __restrict__ dst) {
-  const index_t total = rows * cols;
-  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
-    const index_t t = e / cols;
-    const index_t j = e - t * cols;
-    dst[e] = static_cast<Out>(src[t * ld + j]);
-  }
+  for_each_index(rows, cols,
+                 [&](index_t e, index_t t, index_t j) { dst[e] = static_cast<Out>(src[t * ld + j]); });
 }
 
 template <typename In, typename Out>
@@ -157,14 +165,10 @@ void launch_accumulate(T* y, const T* x, index_t count, cudaStream_t stream) {
 template <typename T>
 __global__ void symmetrised_kernel(const T* __restrict__ lower, index_t n, double scale,
                                    double* __restrict__ out) {
-  const index_t total = n * n;
-  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
-    const index_t c = e / n;
-    const index_t r = e - c * n;
+  for_each_index(n, n, [&](index_t e, index_t c, index_t r) {
     const T value = r >= c ? lower[c * n + r] : lower[r * n + c];
     out[e] = scale * static_cast<double>(value);
-  }
+  });
 }
 
 template <typename T>

@@ -40,15 +40,12 @@ __device__ inline index_t grid_stride() {
 template <typename T>
 __global__ void nonzero_rows_cols_kernel(const T* __restrict__ w, index_t rows, index_t cols, index_t ld,
                                          int* __restrict__ row_alive, int* __restrict__ col_alive) {
-  const index_t total = rows * cols;
-  for (index_t e = first_index(); e < total; e += grid_stride()) {
-    const index_t i = e / cols;
-    const index_t j = e - i * cols;
+  for_each_index(rows, cols, [&](index_t, index_t i, index_t j) {
     if (w[i * ld + j] != T(0)) {
       row_alive[i] = 1;
       col_alive[j] = 1;
     }
-  }
+  });
 }
 
 template <typename T>
@@ -124,14 +121,11 @@ __global__ void scatter_live_kernel(const double* __restrict__ live, index_t r,
                                     const index_t* __restrict__ row_position,
                                     const index_t* __restrict__ col_position, T* __restrict__ w, index_t rows,
                                     index_t cols, index_t ld) {
-  const index_t total = rows * cols;
-  for (index_t e = first_index(); e < total; e += grid_stride()) {
-    const index_t i = e / cols;
-    const index_t j = e - i * cols;
+  for_each_index(rows, cols, [&](index_t, index_t i, index_t j) {
     const index_t p = row_position[i];
     const index_t q = col_position[j];
     w[i * ld + j] = (p < 0 || q < 0) ? T(0) : static_cast<T>(live[q * r + p]);
-  }
+  });
 }
 
 template <typename T>
@@ -235,10 +229,7 @@ __global__ void element_costs_kernel(const T* __restrict__ w, index_t rows, inde
                                      const double* __restrict__ row_scale,
                                      const double* __restrict__ col_scale, bool absolute,
                                      double* __restrict__ out, index_t ld_out) {
-  const index_t total = rows * cols;
-  for (index_t e = first_index(); e < total; e += grid_stride()) {
-    const index_t i = e / cols;
-    const index_t j = e - i * cols;
+  for_each_index(rows, cols, [&](index_t, index_t i, index_t j) {
     const index_t p = row_position[i];
     const index_t q = col_position[j];
     double cost = 0.0;
@@ -247,7 +238,7 @@ __global__ void element_costs_kernel(const T* __restrict__ w, index_t rows, inde
       cost = row_scale[p] * (absolute ? fabs(x) : x * x) * col_scale[q];
     }
     out[i * ld_out + j] = cost;
-  }
+  });
 }
 
 template <typename T>
@@ -464,58 +455,71 @@ inline void launch_keep_indicator(const std::uint64_t* words, index_t words_per_
   SURGEON_CUDA_CHECK_LAUNCH();
 }
 
-/// `y[k] = x[k] · scale[k]` (elementwise, `y` may alias `x`).
-template <int = 0>  // a template, so that the header defines no non-inline symbol
-__global__ void multiply_kernel(const double* x, const double* __restrict__ scale, double* y, index_t count) {
-  for (index_t k = first_index(); k < count; k += grid_stride()) y[k] = x[k] * scale[k];
+/// Runs `op(k)` for every k in [0, count), one thread per index over a grid-stride loop: the
+/// loop of the vector kernels of the whole-mask update, whose operations are the small structs
+/// below.
+template <typename Op>
+__global__ void for_each_kernel(Op op, index_t count) {
+  for (index_t k = first_index(); k < count; k += grid_stride()) op(k);
 }
 
-inline void launch_multiply(const double* x, const double* scale, double* y, index_t count,
-                            cudaStream_t stream) {
+/// Enqueues `for_each_kernel` (nothing for an empty range).
+template <typename Op>
+void launch_for_each(Op op, index_t count, cudaStream_t stream) {
   if (count == 0) return;
-  multiply_kernel<><<<grid_for(count), threads_per_block, 0, stream>>>(x, scale, y, count);
+  for_each_kernel<Op><<<grid_for(count), threads_per_block, 0, stream>>>(op, count);
   SURGEON_CUDA_CHECK_LAUNCH();
 }
 
+/// `y[k] = x[k] · scale[k]` (elementwise, `y` may alias `x`).
+struct multiply_op {
+  const double* x;
+  const double* scale;
+  double* y;
+  __device__ void operator()(index_t k) const { y[k] = x[k] * scale[k]; }
+};
+
 /// `y[k] = x[k] · (1 − keep[k])` (the masked part).
-template <int = 0>  // a template, so that the header defines no non-inline symbol
-__global__ void masked_part_kernel(const double* __restrict__ x, const double* __restrict__ keep,
-                                   double* __restrict__ y, index_t count) {
-  for (index_t k = first_index(); k < count; k += grid_stride()) y[k] = x[k] * (1.0 - keep[k]);
+struct masked_part_op {
+  const double* x;
+  const double* keep;
+  double* y;
+  __device__ void operator()(index_t k) const { y[k] = x[k] * (1.0 - keep[k]); }
+};
+
+/// `live[k] = (live[k] + u[k]) · keep[k]`.
+struct finish_pcg_op {
+  double* live;
+  const double* u;
+  const double* keep;
+  __device__ void operator()(index_t k) const { live[k] = (live[k] + u[k]) * keep[k]; }
+};
+
+/// `p[k] = z[k] + beta · p[k]`.
+struct direction_op {
+  const double* z;
+  double beta;
+  double* p;
+  __device__ void operator()(index_t k) const { p[k] = z[k] + beta * p[k]; }
+};
+
+inline void launch_multiply(const double* x, const double* scale, double* y, index_t count,
+                            cudaStream_t stream) {
+  launch_for_each(multiply_op{x, scale, y}, count, stream);
 }
 
 inline void launch_masked_part(const double* x, const double* keep, double* y, index_t count,
                                cudaStream_t stream) {
-  if (count == 0) return;
-  masked_part_kernel<><<<grid_for(count), threads_per_block, 0, stream>>>(x, keep, y, count);
-  SURGEON_CUDA_CHECK_LAUNCH();
-}
-
-/// `live[k] = (live[k] + u[k]) · keep[k]`.
-template <int = 0>  // a template, so that the header defines no non-inline symbol
-__global__ void finish_pcg_kernel(double* __restrict__ live, const double* __restrict__ u,
-                                  const double* __restrict__ keep, index_t count) {
-  for (index_t k = first_index(); k < count; k += grid_stride()) live[k] = (live[k] + u[k]) * keep[k];
+  launch_for_each(masked_part_op{x, keep, y}, count, stream);
 }
 
 inline void launch_finish_pcg(double* live, const double* u, const double* keep, index_t count,
                               cudaStream_t stream) {
-  if (count == 0) return;
-  finish_pcg_kernel<><<<grid_for(count), threads_per_block, 0, stream>>>(live, u, keep, count);
-  SURGEON_CUDA_CHECK_LAUNCH();
-}
-
-/// `p[k] = z[k] + beta · p[k]`.
-template <int = 0>  // a template, so that the header defines no non-inline symbol
-__global__ void direction_kernel(const double* __restrict__ z, double beta, double* __restrict__ p,
-                                 index_t count) {
-  for (index_t k = first_index(); k < count; k += grid_stride()) p[k] = z[k] + beta * p[k];
+  launch_for_each(finish_pcg_op{live, u, keep}, count, stream);
 }
 
 inline void launch_direction(const double* z, double beta, double* p, index_t count, cudaStream_t stream) {
-  if (count == 0) return;
-  direction_kernel<><<<grid_for(count), threads_per_block, 0, stream>>>(z, beta, p, count);
-  SURGEON_CUDA_CHECK_LAUNCH();
+  launch_for_each(direction_op{z, beta, p}, count, stream);
 }
 
 }  // namespace surgeon::cuda::detail

@@ -146,15 +146,13 @@ void launch_select_histogram(const T* costs, index_t rows, index_t cols, index_t
 
 // ---- marking -------------------------------------------------------------------------------------
 
-/// Writes every mask word of a layer whose candidates are its elements: bit (i, j) is set iff the
-/// element is taken (`select_taken` with position `offset + i·cols + j`). One warp per word: lane l
-/// decides columns `64w + l` and `64w + 32 + l`, two ballots form the word, lane 0 stores it, so
-/// there are no atomics and loads are coalesced. Bits past `cols` come out 0.
-template <typename T>
-__global__ void select_mark_elements_kernel(const T* __restrict__ costs, index_t rows, index_t cols,
-                                            index_t ld, std::uint64_t offset, std::uint64_t pivot,
-                                            std::uint64_t cut, index_t words_per_row,
-                                            std::uint64_t* __restrict__ words) {
+/// Writes every mask word `words[i·words_per_row + w]` of a `[rows, cols]` layer from
+/// `take(i, j)` (called for j < cols only): one warp per word, lane l decides columns `64w + l` and
+/// `64w + 32 + l`, two ballots form the word, lane 0 stores it, so there are no atomics and loads
+/// are coalesced. Bits past `cols` come out 0. Called by every thread of the marking kernels.
+template <typename Take>
+__device__ void mark_words(index_t rows, index_t cols, index_t words_per_row,
+                           std::uint64_t* __restrict__ words, const Take& take) {
   const index_t total_words = rows * words_per_row;
   const index_t warp_stride = static_cast<index_t>(gridDim.x) * select_warps;
   const unsigned lane = threadIdx.x & 31u;
@@ -166,15 +164,26 @@ __global__ void select_mark_elements_kernel(const T* __restrict__ costs, index_t
     std::uint64_t word = 0;
     for (int half = 0; half < 2; ++half) {
       const index_t j = first + 32 * half + lane;
-      bool take = false;
-      if (j < cols) {
-        const std::uint64_t position = offset + static_cast<std::uint64_t>(i * cols + j);
-        take = select_taken(select_order_key(costs[i * ld + j]), position, pivot, cut);
-      }
-      word |= static_cast<std::uint64_t>(__ballot_sync(0xFFFFFFFFu, take)) << (32 * half);
+      const bool taken = j < cols && take(i, j);
+      word |= static_cast<std::uint64_t>(__ballot_sync(0xFFFFFFFFu, taken)) << (32 * half);
     }
     if (lane == 0) words[w] = word;
   }
+}
+
+/// Writes every mask word of a layer whose candidates are its elements: bit (i, j) is set iff the
+/// element is taken (`select_taken` with position `offset + i·cols + j`). One warp per word: lane l
+/// decides columns `64w + l` and `64w + 32 + l`, two ballots form the word, lane 0 stores it, so
+/// there are no atomics and loads are coalesced. Bits past `cols` come out 0.
+template <typename T>
+__global__ void select_mark_elements_kernel(const T* __restrict__ costs, index_t rows, index_t cols,
+                                            index_t ld, std::uint64_t offset, std::uint64_t pivot,
+                                            std::uint64_t cut, index_t words_per_row,
+                                            std::uint64_t* __restrict__ words) {
+  mark_words(rows, cols, words_per_row, words, [&](index_t i, index_t j) {
+    const std::uint64_t position = offset + static_cast<std::uint64_t>(i * cols + j);
+    return select_taken(select_order_key(costs[i * ld + j]), position, pivot, cut);
+  });
 }
 
 template <typename T>
@@ -198,38 +207,22 @@ __global__ void select_mark_nm_kernel(const T* __restrict__ costs, index_t rows,
                                       const T* __restrict__ block_costs, index_t m, index_t n,
                                       std::uint64_t offset, std::uint64_t pivot, std::uint64_t cut,
                                       index_t words_per_row, std::uint64_t* __restrict__ words) {
-  const index_t total_words = rows * words_per_row;
   const index_t blocks_per_row = cols / m;
-  const index_t warp_stride = static_cast<index_t>(gridDim.x) * select_warps;
-  const unsigned lane = threadIdx.x & 31u;
-  for (index_t w = static_cast<index_t>(blockIdx.x) * select_warps + threadIdx.x / 32; w < total_words;
-       w += warp_stride) {
-    const index_t i = w / words_per_row;
-    const index_t first = (w - i * words_per_row) * 64;
-    std::uint64_t word = 0;
-    for (int half = 0; half < 2; ++half) {
-      const index_t j = first + 32 * half + lane;
-      bool take = false;
-      if (j < cols) {
-        const index_t b = j / m;
-        const index_t block = i * blocks_per_row + b;
-        const std::uint64_t position = offset + static_cast<std::uint64_t>(block);
-        if (select_taken(select_order_key(block_costs[block]), position, pivot, cut)) {
-          const T* values = costs + i * ld + b * m;
-          const index_t o = j - b * m;
-          const std::uint64_t key = select_order_key(values[o]);
-          index_t before = 0;
-          for (index_t t = 0; t < m; ++t) {
-            const std::uint64_t other = select_order_key(values[t]);
-            if (other < key || (other == key && t < o)) ++before;
-          }
-          take = before < n;
-        }
-      }
-      word |= static_cast<std::uint64_t>(__ballot_sync(0xFFFFFFFFu, take)) << (32 * half);
+  mark_words(rows, cols, words_per_row, words, [&](index_t i, index_t j) {
+    const index_t b = j / m;
+    const index_t block = i * blocks_per_row + b;
+    const std::uint64_t position = offset + static_cast<std::uint64_t>(block);
+    if (!select_taken(select_order_key(block_costs[block]), position, pivot, cut)) return false;
+    const T* values = costs + i * ld + b * m;
+    const index_t o = j - b * m;
+    const std::uint64_t key = select_order_key(values[o]);
+    index_t before = 0;
+    for (index_t t = 0; t < m; ++t) {
+      const std::uint64_t other = select_order_key(values[t]);
+      if (other < key || (other == key && t < o)) ++before;
     }
-    if (lane == 0) words[w] = word;
-  }
+    return before < n;
+  });
 }
 
 template <typename T>

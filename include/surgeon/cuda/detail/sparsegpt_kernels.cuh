@@ -91,11 +91,7 @@ template <typename T>
 __global__ void sparsegpt_factor_input_kernel(const T* __restrict__ h, index_t n, index_t ld,
                                               const unsigned char* __restrict__ dead, T shift,
                                               T* __restrict__ a) {
-  const index_t total = n * n;
-  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
-    const index_t c = e / n;
-    const index_t r = e - c * n;
+  for_each_index(n, n, [&](index_t e, index_t c, index_t r) {
     T value = T(0);
     if (r == c) {
       value = dead[r] != 0 ? T(1) : h[r * ld + r] + shift;
@@ -103,7 +99,7 @@ __global__ void sparsegpt_factor_input_kernel(const T* __restrict__ h, index_t n
       value = r > c ? h[r * ld + c] : h[c * ld + r];
     }
     a[e] = value;
-  }
+  });
 }
 
 inline void launch_sparsegpt_factor_input(const double* h, index_t n, index_t ld, const unsigned char* dead,
@@ -134,33 +130,6 @@ void launch_sparsegpt_load(const T* w, index_t rows, index_t cols, index_t ld, c
   if (rows == 0 || cols == 0) return;
   sparsegpt_load_kernel<T>
       <<<grid_for(rows * cols), threads_per_block, 0, stream>>>(w, rows, cols, ld, dead, work);
-  SURGEON_CUDA_CHECK_LAUNCH();
-}
-
-/// Sets the mask bit of every entry of `work` that is exactly 0 (zeros on entry and dead inputs:
-/// forced entries), on top of the bits already set. One thread per mask word: no atomics.
-template <typename T>
-__global__ void sparsegpt_zeros_kernel(const T* __restrict__ work, index_t rows, index_t cols, index_t wpr,
-                                       std::uint64_t* __restrict__ words) {
-  const index_t total = rows * wpr;
-  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
-    const index_t i = e / wpr;
-    const index_t first = (e - i * wpr) * 64;
-    const index_t last = first + 64 < cols ? first + 64 : cols;
-    std::uint64_t word = 0;
-    for (index_t j = first; j < last; ++j) {
-      if (work[j * rows + i] == T(0)) word |= std::uint64_t{1} << (j - first);
-    }
-    words[e] |= word;
-  }
-}
-
-inline void launch_sparsegpt_zeros(const double* work, index_t rows, index_t cols, index_t wpr,
-                                   std::uint64_t* words, cudaStream_t stream) {
-  if (rows == 0 || cols == 0) return;
-  sparsegpt_zeros_kernel<double>
-      <<<grid_for(rows * wpr), threads_per_block, 0, stream>>>(work, rows, cols, wpr, words);
   SURGEON_CUDA_CHECK_LAUNCH();
 }
 

@@ -107,47 +107,46 @@ TEST_CASE("diagonal costs equal the CPU costs from the full factors", "[diagonal
   const layer l;
   surgeon::cpu::context ctx;
   const host_matrix_view<const double> w = l.w.view();
-  for (const method how : {method::magnitude, method::wanda, method::lobd, method::kobd}) {
-    CAPTURE(surgeon::to_string(how));
-    const bool needs_a = how != method::magnitude;
-    const bool needs_g = how == method::kobd;
-    // The reference: full means, an identity for an ignored factor, damped and factorised.
-    const host_matrix<double> g = needs_g ? l.g : identity(l.rows);
-    const host_matrix<double> a = needs_a ? l.a : identity(l.cols);
-    const auto full = surgeon::cpu::factorize(ctx, g.view(), a.view(), surgeon::damping{0.1, 0.01}, w);
-    const surgeon::diagonal_curvature diagonal =
-        surgeon::make_diagonal_curvature(needs_g ? diagonal_of(l.g) : std::vector<double>(),
-                                         needs_a ? diagonal_of(l.a) : std::vector<double>(), w);
-    CHECK(diagonal.dead.live_rows == full.dead.live_rows);
-    CHECK(diagonal.dead.live_cols == full.dead.live_cols);
-    CHECK(diagonal.dead.dead_cols == std::vector<index_t>{6});
-    CHECK(diagonal.dead.dead_rows == (needs_g ? std::vector<index_t>{2} : std::vector<index_t>{}));
+  const auto how = GENERATE(method::magnitude, method::wanda, method::lobd, method::kobd);
+  CAPTURE(surgeon::to_string(how));
+  const bool needs_a = how != method::magnitude;
+  const bool needs_g = how == method::kobd;
+  // The reference: full means, an identity for an ignored factor, damped and factorised.
+  const host_matrix<double> g = needs_g ? l.g : identity(l.rows);
+  const host_matrix<double> a = needs_a ? l.a : identity(l.cols);
+  const auto full = surgeon::cpu::factorize(ctx, g.view(), a.view(), surgeon::damping{0.1, 0.01}, w);
+  const surgeon::diagonal_curvature diagonal =
+      surgeon::make_diagonal_curvature(needs_g ? diagonal_of(l.g) : std::vector<double>(),
+                                       needs_a ? diagonal_of(l.a) : std::vector<double>(), w);
+  CHECK(diagonal.dead.live_rows == full.dead.live_rows);
+  CHECK(diagonal.dead.live_cols == full.dead.live_cols);
+  CHECK(diagonal.dead.dead_cols == std::vector<index_t>{6});
+  CHECK(diagonal.dead.dead_rows == (needs_g ? std::vector<index_t>{2} : std::vector<index_t>{}));
 
-    const host_matrix<double> expected = surgeon::cpu::element_costs(ctx, how, full, w);
-    const host_matrix<double> costs = surgeon::diagonal_element_costs(how, diagonal, w);
-    REQUIRE(costs.rows() == l.rows);
-    REQUIRE(costs.cols() == l.cols);
-    for (index_t i = 0; i < l.rows; ++i) {
-      for (index_t j = 0; j < l.cols; ++j) {
-        CAPTURE(i, j);
-        CHECK(close(costs(i, j), expected(i, j), 1e-12));
-        if (j == 6 || (needs_g && i == 2)) CHECK(costs(i, j) == 0.0);
-      }
+  const host_matrix<double> expected = surgeon::cpu::element_costs(ctx, how, full, w);
+  const host_matrix<double> costs = surgeon::diagonal_element_costs(how, diagonal, w);
+  REQUIRE(costs.rows() == l.rows);
+  REQUIRE(costs.cols() == l.cols);
+  for (index_t i = 0; i < l.rows; ++i) {
+    for (index_t j = 0; j < l.cols; ++j) {
+      CAPTURE(i, j);
+      CHECK(close(costs(i, j), expected(i, j), 1e-12));
+      if (j == 6 || (needs_g && i == 2)) CHECK(costs(i, j) == 0.0);
     }
-    if (how == method::magnitude || how == method::lobd) {
-      const std::vector<double> rows = surgeon::diagonal_row_costs(how, diagonal, w);
-      const std::vector<double> cols = surgeon::diagonal_column_costs(how, diagonal, w);
-      const std::vector<double> expected_rows = surgeon::cpu::row_costs(ctx, how, full, w);
-      const std::vector<double> expected_cols = surgeon::cpu::column_costs(ctx, how, full, w);
-      REQUIRE(rows.size() == expected_rows.size());
-      REQUIRE(cols.size() == expected_cols.size());
-      for (std::size_t i = 0; i < rows.size(); ++i) CHECK(close(rows[i], expected_rows[i], 1e-12));
-      for (std::size_t j = 0; j < cols.size(); ++j) CHECK(close(cols[j], expected_cols[j], 1e-12));
-      CHECK(cols[6] == 0.0);
-    } else {
-      CHECK_THROWS_AS(surgeon::diagonal_row_costs(how, diagonal, w), surgeon::logic_error);
-      CHECK_THROWS_AS(surgeon::diagonal_column_costs(how, diagonal, w), surgeon::logic_error);
-    }
+  }
+  if (how == method::magnitude || how == method::lobd) {
+    const std::vector<double> rows = surgeon::diagonal_row_costs(how, diagonal, w);
+    const std::vector<double> cols = surgeon::diagonal_column_costs(how, diagonal, w);
+    const std::vector<double> expected_rows = surgeon::cpu::row_costs(ctx, how, full, w);
+    const std::vector<double> expected_cols = surgeon::cpu::column_costs(ctx, how, full, w);
+    REQUIRE(rows.size() == expected_rows.size());
+    REQUIRE(cols.size() == expected_cols.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) CHECK(close(rows[i], expected_rows[i], 1e-12));
+    for (std::size_t j = 0; j < cols.size(); ++j) CHECK(close(cols[j], expected_cols[j], 1e-12));
+    CHECK(cols[6] == 0.0);
+  } else {
+    CHECK_THROWS_AS(surgeon::diagonal_row_costs(how, diagonal, w), surgeon::logic_error);
+    CHECK_THROWS_AS(surgeon::diagonal_column_costs(how, diagonal, w), surgeon::logic_error);
   }
 }
 

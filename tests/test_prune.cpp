@@ -90,33 +90,31 @@ constexpr index_t total = 12 * 16 * 2 + 8 * 12;
 }  // namespace
 
 TEST_CASE("every method reaches the target sparsity shot by shot", "[prune]") {
-  for (const auto how : {surgeon::method::magnitude, surgeon::method::wanda, surgeon::method::lobd,
-                         surgeon::method::kobd, surgeon::method::sparsegpt, surgeon::method::llm_surgeon}) {
-    CAPTURE(surgeon::to_string(how));
-    toy_adapter model;
-    surgeon::prune_options options;
-    options.how = how;
-    options.sparsity = 0.5;
-    options.shots = 3;
-    std::vector<double> targets;
-    const auto reports = surgeon::prune(
-        model, options, [&](const surgeon::shot_report& r) { targets.push_back(r.target_sparsity); });
-    REQUIRE(reports.size() == 3);
-    CHECK(targets == std::vector<double>{0.5 / 3, 1.0 / 3, 0.5});
-    // Exactly the requested count overall; per layer for SparseGPT (one weight of rounding per
-    // layer), per row for Wanda (one weight per row, floor(s·C) each).
-    const double slack = how == surgeon::method::wanda ? 32.0 : 3.0;
-    for (const auto& r : reports) {
-      CHECK(r.achieved_sparsity <= r.target_sparsity + 3.0 / static_cast<double>(total));
-      CHECK(r.achieved_sparsity >= r.target_sparsity - slack / static_cast<double>(total));
-      const surgeon::shot_timings& t = r.timings;
-      CHECK(r.seconds > 0.0);
-      CHECK(r.seconds ==
-            Approx(t.calibration + t.curvature + t.costs + t.selection + t.update + t.evaluation));
-    }
-    CHECK(model.zeros() == static_cast<index_t>(reports.back().achieved_sparsity * total + 0.5));
-    CHECK(model.calibrations == (how == surgeon::method::magnitude ? 0 : 3));
+  const auto how = GENERATE(surgeon::method::magnitude, surgeon::method::wanda, surgeon::method::lobd,
+                            surgeon::method::kobd, surgeon::method::sparsegpt, surgeon::method::llm_surgeon);
+  CAPTURE(surgeon::to_string(how));
+  toy_adapter model;
+  surgeon::prune_options options;
+  options.how = how;
+  options.sparsity = 0.5;
+  options.shots = 3;
+  std::vector<double> targets;
+  const auto reports = surgeon::prune(
+      model, options, [&](const surgeon::shot_report& r) { targets.push_back(r.target_sparsity); });
+  REQUIRE(reports.size() == 3);
+  CHECK(targets == std::vector<double>{0.5 / 3, 1.0 / 3, 0.5});
+  // Exactly the requested count overall; per layer for SparseGPT (one weight of rounding per
+  // layer), per row for Wanda (one weight per row, floor(s·C) each).
+  const double slack = how == surgeon::method::wanda ? 32.0 : 3.0;
+  for (const auto& r : reports) {
+    CHECK(r.achieved_sparsity <= r.target_sparsity + 3.0 / static_cast<double>(total));
+    CHECK(r.achieved_sparsity >= r.target_sparsity - slack / static_cast<double>(total));
+    const surgeon::shot_timings& t = r.timings;
+    CHECK(r.seconds > 0.0);
+    CHECK(r.seconds == Approx(t.calibration + t.curvature + t.costs + t.selection + t.update + t.evaluation));
   }
+  CHECK(model.zeros() == static_cast<index_t>(reports.back().achieved_sparsity * total + 0.5));
+  CHECK(model.calibrations == (how == surgeon::method::magnitude ? 0 : 3));
 }
 
 namespace {
@@ -235,19 +233,18 @@ TEST_CASE("weights pruned in an earlier shot stay exactly zero", "[prune]") {
 }
 
 TEST_CASE("pruning an already-pruned model again at the same sparsity changes nothing", "[prune]") {
-  for (const auto how : {surgeon::method::magnitude, surgeon::method::kobd, surgeon::method::llm_surgeon}) {
-    CAPTURE(surgeon::to_string(how));
-    toy_adapter model;
-    surgeon::prune_options options;
-    options.how = how;
-    options.shots = 1;
-    surgeon::prune(model, options);
-    const std::vector<float> once_a = model.w_a;
-    const std::vector<float> once_c = model.w_c;
-    surgeon::prune(model, options);
-    CHECK(model.w_a == once_a);
-    CHECK(model.w_c == once_c);
-  }
+  const auto how = GENERATE(surgeon::method::magnitude, surgeon::method::kobd, surgeon::method::llm_surgeon);
+  CAPTURE(surgeon::to_string(how));
+  toy_adapter model;
+  surgeon::prune_options options;
+  options.how = how;
+  options.shots = 1;
+  surgeon::prune(model, options);
+  const std::vector<float> once_a = model.w_a;
+  const std::vector<float> once_c = model.w_c;
+  surgeon::prune(model, options);
+  CHECK(model.w_a == once_a);
+  CHECK(model.w_c == once_c);
 }
 
 TEST_CASE("N:M and rows+columns structures", "[prune]") {
@@ -404,30 +401,30 @@ struct evaluated_toy_adapter : toy_adapter {
 }  // namespace
 
 TEST_CASE("any_adapter: the erased adapter prunes exactly as the adapter itself", "[prune][adapter]") {
-  for (const auto how : {surgeon::method::llm_surgeon, surgeon::method::sparsegpt, surgeon::method::wanda}) {
-    evaluated_toy_adapter direct;
-    evaluated_toy_adapter wrapped;
-    surgeon::any_adapter erased(wrapped);
-    CHECK(erased.has_evaluate());
-    surgeon::prune_options options;
-    options.how = how;
-    options.shots = 2;
-    const auto expected = surgeon::prune(direct, options);
-    const auto got = surgeon::prune(erased, options);
-    CHECK(wrapped.w_a == direct.w_a);
-    CHECK(wrapped.w_b == direct.w_b);
-    CHECK(wrapped.w_c == direct.w_c);
-    CHECK(wrapped.calibrations == direct.calibrations);
-    CHECK(wrapped.evaluations == 2);
-    CHECK(wrapped.shots_seen == std::vector<int>{1, 2});
-    CHECK(direct.shots_seen == std::vector<int>{1, 2});
-    REQUIRE(got.size() == expected.size());
-    for (std::size_t t = 0; t < got.size(); ++t) {
-      CHECK(got[t].removed == expected[t].removed);
-      CHECK(got[t].achieved_sparsity == expected[t].achieved_sparsity);
-      REQUIRE(got[t].evaluation.has_value());
-      CHECK(*got[t].evaluation == *expected[t].evaluation);
-    }
+  const auto how = GENERATE(surgeon::method::llm_surgeon, surgeon::method::sparsegpt, surgeon::method::wanda);
+  CAPTURE(surgeon::to_string(how));
+  evaluated_toy_adapter direct;
+  evaluated_toy_adapter wrapped;
+  surgeon::any_adapter erased(wrapped);
+  CHECK(erased.has_evaluate());
+  surgeon::prune_options options;
+  options.how = how;
+  options.shots = 2;
+  const auto expected = surgeon::prune(direct, options);
+  const auto got = surgeon::prune(erased, options);
+  CHECK(wrapped.w_a == direct.w_a);
+  CHECK(wrapped.w_b == direct.w_b);
+  CHECK(wrapped.w_c == direct.w_c);
+  CHECK(wrapped.calibrations == direct.calibrations);
+  CHECK(wrapped.evaluations == 2);
+  CHECK(wrapped.shots_seen == std::vector<int>{1, 2});
+  CHECK(direct.shots_seen == std::vector<int>{1, 2});
+  REQUIRE(got.size() == expected.size());
+  for (std::size_t t = 0; t < got.size(); ++t) {
+    CHECK(got[t].removed == expected[t].removed);
+    CHECK(got[t].achieved_sparsity == expected[t].achieved_sparsity);
+    REQUIRE(got[t].evaluation.has_value());
+    CHECK(*got[t].evaluation == *expected[t].evaluation);
   }
 }
 

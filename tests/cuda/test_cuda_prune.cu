@@ -54,20 +54,20 @@ void compare(const surgeon::prune_options& options) {
 }  // namespace
 
 TEST_CASE("cuda driver: every method and structure matches the CPU driver", "[cuda][prune]") {
-  for (const method how : {method::magnitude, method::wanda, method::lobd, method::kobd, method::sparsegpt,
-                           method::llm_surgeon}) {
-    for (const structure what : {structure::unstructured, structure::n_m, structure::rows_columns}) {
-      if (what == structure::rows_columns && (how == method::wanda || how == method::sparsegpt)) continue;
-      INFO("method " << surgeon::to_string(how) << ", structure " << static_cast<int>(what));
-      surgeon::prune_options options;
-      options.how = how;
-      options.what = what;
-      options.sparsity = what == structure::rows_columns ? 0.3 : 0.5;
-      options.shots = how == method::sparsegpt && what == structure::n_m ? 1 : 2;
-      // The default whole-mask update solved tightly, so that rounding cannot move the result.
-      options.pcg = surgeon::pcg_options{1e-10, 500, surgeon::pcg_form::removed_sweep, false};
-      compare(options);
-    }
+  const auto how = GENERATE(method::magnitude, method::wanda, method::lobd, method::kobd, method::sparsegpt,
+                            method::llm_surgeon);
+  CAPTURE(surgeon::to_string(how));
+  for (const structure what : {structure::unstructured, structure::n_m, structure::rows_columns}) {
+    if (what == structure::rows_columns && (how == method::wanda || how == method::sparsegpt)) continue;
+    INFO("method " << surgeon::to_string(how) << ", structure " << static_cast<int>(what));
+    surgeon::prune_options options;
+    options.how = how;
+    options.what = what;
+    options.sparsity = what == structure::rows_columns ? 0.3 : 0.5;
+    options.shots = how == method::sparsegpt && what == structure::n_m ? 1 : 2;
+    // The default whole-mask update solved tightly, so that rounding cannot move the result.
+    options.pcg = surgeon::pcg_options{1e-10, 500, surgeon::pcg_form::removed_sweep, false};
+    compare(options);
   }
 }
 
@@ -89,15 +89,15 @@ TEST_CASE("cuda driver: whole-mask updates and grouping match the CPU driver", "
 }
 
 TEST_CASE("cuda driver: sequential SparseGPT and Wanda match the CPU driver", "[cuda][prune]") {
-  for (const method how : {method::sparsegpt, method::wanda}) {
-    for (const structure what : {structure::unstructured, structure::n_m}) {
-      INFO("method " << surgeon::to_string(how) << ", structure " << static_cast<int>(what));
-      surgeon::prune_options options;
-      options.how = how;
-      options.what = what;
-      options.sequential = true;
-      options.shots = how == method::sparsegpt && what == structure::n_m ? 1 : 2;
-      compare(options);
-    }
+  const auto how = GENERATE(method::sparsegpt, method::wanda);
+  CAPTURE(surgeon::to_string(how));
+  for (const structure what : {structure::unstructured, structure::n_m}) {
+    INFO("method " << surgeon::to_string(how) << ", structure " << static_cast<int>(what));
+    surgeon::prune_options options;
+    options.how = how;
+    options.what = what;
+    options.sequential = true;
+    options.shots = how == method::sparsegpt && what == structure::n_m ? 1 : 2;
+    compare(options);
   }
 }

@@ -111,6 +111,7 @@ int main() {
   const matrix calibration = correlated_inputs(mixing, rng);
   const matrix held_out = correlated_inputs(mixing, rng);
 
+  surgeon::cpu::context cpu;  // a surgeon::cuda::context runs the same call on a GPU
   std::vector<double> scores;
   for (const surgeon::method how : {surgeon::method::magnitude, surgeon::method::wanda, surgeon::method::kobd,
                                     surgeon::method::sparsegpt, surgeon::method::llm_surgeon}) {
@@ -121,7 +122,7 @@ int main() {
     options.what = surgeon::structure::unstructured;
     options.sparsity = 0.5;
     options.shots = 2;
-    const std::vector<surgeon::shot_report> shots = surgeon::prune(adapter, options);
+    const std::vector<surgeon::shot_report> shots = prune(cpu, adapter, options);
     scores.push_back(shots.back().evaluation.value_or(0.0));
     fmt::print("{:<12} shots {}  density {:.3f}  KL(dense || pruned) {:.5f}\n", surgeon::to_string(how),
                shots.size(), 1.0 - shots.back().achieved_sparsity, scores.back());

@@ -51,6 +51,8 @@ using stream_handle = std::shared_ptr<std::remove_pointer_t<cudaStream_t>>;
 }  // namespace detail
 #endif
 
+class prune_backend;  // cuda/prune.hpp (in surgeon::cuda itself, as this declaration)
+
 // Keep the inline namespace free of a nested `detail`: it would make `surgeon::cuda::detail`
 // ambiguous.
 #if defined(SURGEON_HAS_CUDA)
@@ -73,8 +75,6 @@ inline bool device_available() noexcept {
   }
   return count > 0;
 }
-
-class prune_backend;  // cuda/prune.hpp
 
 /// @brief Execution context of the CUDA backend: owns a non-blocking stream on one device, and a
 /// cuBLAS and a cuSOLVER (dense) handle bound to that stream.

@@ -28,7 +28,7 @@
 #include <surgeon/surgeon.hpp>
 
 // The tools' command-line conventions; by path, as this benchmark does not link the Llama runtime.
-#include "../examples/llama/cli.hpp"
+#include "llama/cli.hpp"
 
 #include <fmt/format.h>
 #include <Eigen/Dense>

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "llama/layers.hpp"
 #include "llama/model.hpp"
 #include "llama/perplexity.hpp"
 #include "llama/runtime.hpp"
@@ -241,15 +242,12 @@ class prune_adapter {
     }
   }
 
-  /// @brief Perplexity on the (first) evaluation text (METHOD.md §8) after a shot, or NaN for the
-  /// shots `evaluation_options::when` skips; every evaluation text is scored
-  /// (`last_perplexities`). The driver calls it once per shot, so the adapter counts the calls to
-  /// know the shot.
-  double evaluate() {
-    ++evaluations_;
-    const bool wanted =
-        evaluation_.when == evaluate_when::every_shot ||
-        (evaluation_.when == evaluate_when::last_shot && evaluations_ == evaluation_.last_shot);
+  /// @brief Perplexity on the (first) evaluation text (METHOD.md §8) after shot `shot` (1-based,
+  /// as the driver passes it), or NaN for the shots `evaluation_options::when` skips; every
+  /// evaluation text is scored (`last_perplexities`).
+  double evaluate(int shot) {
+    const bool wanted = evaluation_.when == evaluate_when::every_shot ||
+                        (evaluation_.when == evaluate_when::last_shot && shot == evaluation_.last_shot);
     if (!wanted) return std::numeric_limits<double>::quiet_NaN();
     last_perplexities_.clear();
     for (const std::vector<std::int32_t>* text : evaluation_texts_) {
@@ -278,7 +276,6 @@ class prune_adapter {
   std::vector<const std::vector<std::int32_t>*> evaluation_texts_;
   calibration_options calibration_;
   evaluation_options evaluation_;
-  int evaluations_ = 0;
   std::vector<perplexity_result> last_perplexities_;
   double last_calibration_loss_ = 0.0;
   calibration_counts counts_{};
@@ -295,10 +292,7 @@ class prune_adapter {
     void extend(const model& m, index_t first, index_t end) {
       for (index_t l = first; l < end; ++l) {
         const block_weights& b = m.blocks[static_cast<std::size_t>(l)];
-        for (const std::vector<float>* v :
-             {&b.attn_norm, &b.wq, &b.wk, &b.wv, &b.wo, &b.ffn_norm, &b.w_gate, &b.w_up, &b.w_down}) {
-          add(v->data(), v->size());
-        }
+        for (const block_tensor& t : block_tensors) add((b.*t.weights).data(), (b.*t.weights).size());
       }
     }
     void add(const float* values, std::size_t count) {

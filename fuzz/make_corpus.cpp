@@ -63,6 +63,19 @@ void gguf_seeds(const std::filesystem::path& dir) {
     w.add_raw_tensor("q4_1", {64}, ggml_type::q4_1, q4_1.data(), q4_1.size());
     const auto q8_0 = blocks(1, 34);
     w.add_raw_tensor("q8_0", {32}, ggml_type::q8_0, q8_0.data(), q8_0.size());
+    // One tensor of every other type surgeon dequantises, so the fuzzer starts from each block layout.
+    const auto q5_0 = blocks(1, 22);
+    w.add_raw_tensor("q5_0", {32}, ggml_type::q5_0, q5_0.data(), q5_0.size());
+    const auto q5_1 = blocks(1, 24);
+    w.add_raw_tensor("q5_1", {32}, ggml_type::q5_1, q5_1.data(), q5_1.size());
+    const auto q2_k = blocks(1, 84);
+    w.add_raw_tensor("q2_k", {256}, ggml_type::q2_k, q2_k.data(), q2_k.size());
+    const auto q3_k = blocks(1, 110);
+    w.add_raw_tensor("q3_k", {256}, ggml_type::q3_k, q3_k.data(), q3_k.size());
+    const auto q4_k = blocks(1, 144);
+    w.add_raw_tensor("q4_k", {256}, ggml_type::q4_k, q4_k.data(), q4_k.size());
+    const auto q5_k = blocks(1, 176);
+    w.add_raw_tensor("q5_k", {256}, ggml_type::q5_k, q5_k.data(), q5_k.size());
     const auto q6_k = blocks(1, 210);
     w.add_raw_tensor("q6_k", {256}, ggml_type::q6_k, q6_k.data(), q6_k.size());
     save(dir / "tensors.gguf", w.to_bytes());

@@ -182,8 +182,13 @@ TEST_CASE("ggml type names and block geometry", "[io][gguf]") {
   CHECK(ggml_block_bytes(ggml_type::bf16) == 2);
   for (const std::uint32_t removed : {4U, 5U, 31U, 32U, 33U, 36U, 37U, 38U, 43U, 1000U})
     CHECK_FALSE(surgeon::io::is_known_ggml_type(removed));
-  CHECK(surgeon::io::can_dequantize(ggml_type::q4_1));
-  CHECK_FALSE(surgeon::io::can_dequantize(ggml_type::q6_k));
+  for (const ggml_type t : {ggml_type::f32, ggml_type::f16, ggml_type::bf16, ggml_type::q8_0, ggml_type::q4_0,
+                            ggml_type::q4_1, ggml_type::q5_0, ggml_type::q5_1, ggml_type::q2_k,
+                            ggml_type::q3_k, ggml_type::q4_k, ggml_type::q5_k, ggml_type::q6_k})
+    CHECK(surgeon::io::can_dequantize(t));
+  for (const ggml_type t : {ggml_type::q8_1, ggml_type::q8_k, ggml_type::iq2_xxs, ggml_type::iq4_xs,
+                            ggml_type::iq4_nl, ggml_type::tq1_0, ggml_type::mxfp4})
+    CHECK_FALSE(surgeon::io::can_dequantize(t));
 }
 
 TEST_CASE("float_to_f16 rounds to nearest even", "[io][gguf]") {
@@ -592,13 +597,13 @@ TEST_CASE("quantised blocks dequantise as in ggml", "[io][gguf]") {
     CHECK(out[3] == std::ldexp(1.0f, -133));
   }
   SECTION("types surgeon cannot dequantise are named") {
-    const bytes_t block(210, 0);
+    const bytes_t block(136, 0);
     gguf_writer w;
-    w.add_raw_tensor("blk.0.attn_q.weight", {256}, ggml_type::q6_k, block.data(), block.size());
+    w.add_raw_tensor("blk.0.attn_q.weight", {256}, ggml_type::iq4_xs, block.data(), block.size());
     const gguf_reader r = gguf_reader::from_bytes(w.to_bytes());
-    CHECK(r.info("blk.0.attn_q.weight").bytes == 210);
+    CHECK(r.info("blk.0.attn_q.weight").bytes == 136);
     CHECK_THAT(io_error_message([&] { r.dequantize("blk.0.attn_q.weight"); }),
-               Contains("tensor 'blk.0.attn_q.weight' has type Q6_K, which surgeon cannot dequantise"));
+               Contains("tensor 'blk.0.attn_q.weight' has type IQ4_XS, which surgeon cannot dequantise"));
   }
   SECTION("dequantize_row converts raw data as the reader does, and checks its arguments") {
     using surgeon::io::dequantize_row;
@@ -619,7 +624,7 @@ TEST_CASE("quantised blocks dequantise as in ggml", "[io][gguf]") {
     CHECK(std::equal(one_block.begin(), one_block.end(), out.begin() + 32));
     CHECK_NOTHROW(dequantize_row(ggml_type::q4_1, nullptr, 0, nullptr));
     CHECK_THROWS_AS(dequantize_row(ggml_type::q4_1, data.data(), 16, out.data()), surgeon::logic_error);
-    CHECK_THROWS_AS(dequantize_row(ggml_type::q6_k, data.data(), 256, out.data()), surgeon::logic_error);
+    CHECK_THROWS_AS(dequantize_row(ggml_type::iq4_xs, data.data(), 256, out.data()), surgeon::logic_error);
     CHECK_THROWS_AS(dequantize_row(ggml_type::q8_0, nullptr, 32, out.data()), surgeon::logic_error);
   }
 }
@@ -742,8 +747,8 @@ TEST_CASE("hostile GGUF headers are rejected with a reason", "[io][gguf]") {
   SECTION("types") {
     CHECK_THAT(open_error(one_tensor_file({32}, 4, 0, 32)), Contains("unknown or removed ggml type 4"));
     CHECK_THAT(open_error(one_tensor_file({32}, 1000, 0, 32)), Contains("ggml type 1000"));
-    const gguf_reader r = gguf_reader::from_bytes(one_tensor_file({256}, 14, 0, 224));
-    CHECK_THAT(io_error_message([&] { r.dequantize("t"); }), Contains("Q6_K"));
+    const gguf_reader r = gguf_reader::from_bytes(one_tensor_file({256}, 23, 0, 160));
+    CHECK_THAT(io_error_message([&] { r.dequantize("t"); }), Contains("IQ4_XS"));
   }
   SECTION("offsets") {
     CHECK_THAT(open_error(one_tensor_file({4}, 0, 16, 64)), Contains("not a multiple of the alignment 32"));
@@ -788,6 +793,62 @@ TEST_CASE("random corruption never crashes the GGUF reader", "[io][gguf]") {
     }
   }
   CHECK(accepted > 0);  // some flips only touch data or string contents
+}
+
+TEST_CASE("every quantised type dequantises as gguf-py does, bit for bit", "[io][gguf][reference]") {
+  // tests/gguf_reference.py writes random blocks of each type and gguf-py's dequantisation of them
+  // (llama.cpp's own Python library, an independent implementation), with gguf-py's writer.
+  const char* path = std::getenv("SURGEON_GGUF_REFERENCE");
+  if (path == nullptr || !fs::exists(path))
+    SURGEON_SKIP("no gguf-py reference file (SURGEON_GGUF_REFERENCE; tests/gguf_reference.py makes it)");
+  const gguf_reader r = gguf_reader::open(path);
+  const auto type_name = GENERATE(as<std::string>{}, "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K",
+                                  "Q4_K", "Q5_K", "Q6_K");
+  CAPTURE(type_name);
+  const surgeon::io::gguf_tensor_info& q = r.info("q." + type_name);
+  CHECK(surgeon::io::ggml_type_name(q.type) == type_name);
+  const std::vector<float> got = r.dequantize(q);
+  const std::vector<float> expected = r.dequantize("ref." + type_name);
+  REQUIRE(got.size() == expected.size());
+  REQUIRE(got.size() >= 6 * 32 * 3);  // several blocks per row, six rows
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::memcmp(&got[i], &expected[i], sizeof(float)) != 0 && mismatches++ < 5) {
+      CAPTURE(i, got[i], expected[i]);
+      CHECK(got[i] == expected[i]);
+    }
+  }
+  CHECK(mismatches == 0);
+  // The values span both signs (random scales of both signs), so a sign slip would show.
+  CHECK(*std::min_element(got.begin(), got.end()) < 0.0f);
+  CHECK(*std::max_element(got.begin(), got.end()) > 0.0f);
+}
+
+TEST_CASE("F16, BF16 and Q8_0 are written as gguf-py writes them, byte for byte", "[io][gguf][reference]") {
+  const char* path = std::getenv("SURGEON_GGUF_REFERENCE");
+  if (path == nullptr || !fs::exists(path))
+    SURGEON_SKIP("no gguf-py reference file (SURGEON_GGUF_REFERENCE; tests/gguf_reference.py makes it)");
+  const gguf_reader r = gguf_reader::open(path);
+  const std::vector<float> in = r.dequantize("in.f32");
+  const auto zeros = static_cast<std::size_t>(std::count(in.begin(), in.end(), 0.0f));
+  REQUIRE(zeros > in.size() / 4);
+  const auto type = GENERATE(ggml_type::f16, ggml_type::bf16, ggml_type::q8_0);
+  const std::string name(surgeon::io::ggml_type_name(type));
+  CAPTURE(name);
+  const surgeon::io::gguf_tensor_info& expected = r.info("out." + name);
+  CHECK(expected.type == type);
+  bytes_t got(static_cast<std::size_t>(expected.bytes));
+  surgeon::io::quantize_row(type, in.data(), in.size(), got.data());
+  CHECK(std::memcmp(got.data(), r.raw(expected), got.size()) == 0);
+  // Through the writer and back: every zero (a pruned weight) is still exactly zero.
+  gguf_writer w;
+  w.add_tensor("t", expected.ne, type, in.data());
+  const std::vector<float> back = gguf_reader::from_bytes(w.to_bytes()).dequantize("t");
+  std::size_t kept_zeros = 0;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == 0.0f) kept_zeros += back[i] == 0.0f ? 1 : 0;
+  }
+  CHECK(kept_zeros == zeros);
 }
 
 TEST_CASE("the real SmolLM2-135M Q4_1 model reads and dequantises", "[io][gguf][model]") {

@@ -17,3 +17,4 @@
 #include <surgeon/io/gguf_value.hpp>
 #include <surgeon/io/gguf_writer.hpp>
 #include <surgeon/io/half.hpp>
+#include <surgeon/io/quantize.hpp>

@@ -17,6 +17,7 @@
 #include <surgeon/io/gguf_reader.hpp>
 #include <surgeon/io/gguf_value.hpp>
 #include <surgeon/io/half.hpp>
+#include <surgeon/io/quantize.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -101,28 +102,29 @@ class gguf_writer {
   }
 
   /// @brief Adds a tensor of `ne` (GGUF order, fastest first: a row-major `[out, in]` matrix is
-  /// `ne = {in, out}`) converted from `elements(ne)` floats at `data` to `type`: F32 (exact) or
-  /// F16 (`float_to_f16`, round to nearest even).
-  /// @throws logic_error if `type` is not F32 or F16; if `name` is empty, longer than
-  ///         `max_name_bytes` or already used; if `ne` has 0 or more than 4 entries, a negative
-  ///         entry or an overflowing product; or if `data` is null while there are elements.
+  /// `ne = {in, out}`) converted from `elements(ne)` floats at `data` to `type` by `quantize_row`:
+  /// F32 (exact), F16 or BF16 (round to nearest even) or Q8_0 (ggml's reference quantisation;
+  /// `ne[0]` must be a multiple of 32).
+  /// @throws logic_error if `type` is not one `can_quantize` accepts; if `name` is empty, longer
+  ///         than `max_name_bytes` or already used; if `ne` has 0 or more than 4 entries, a
+  ///         negative entry or an overflowing product, or `ne[0]` is not a multiple of the type's
+  ///         block size; or if `data` is null while there are elements.
   /// Cost: O(elements) conversion and copy.
   void add_tensor(std::string name, std::vector<std::int64_t> ne, ggml_type type, const float* data) {
-    SURGEON_EXPECTS(
-        type == ggml_type::f32 || type == ggml_type::f16,
-        "gguf_writer::add_tensor: tensor '{}' has type {}; only F32 and F16 are written from floats",
-        detail::shorten(name), ggml_type_name(type));
+    SURGEON_EXPECTS(can_quantize(type),
+                    "gguf_writer::add_tensor: tensor '{}' has type {}; only F32, F16, BF16 and Q8_0 are "
+                    "written from floats",
+                    detail::shorten(name), ggml_type_name(type));
     const std::size_t n = check_tensor(name, ne, type);
     SURGEON_EXPECTS(data != nullptr || n == 0, "gguf_writer::add_tensor: null data for tensor '{}'",
                     detail::shorten(name));
-    std::vector<std::uint8_t> encoded;
-    if (type == ggml_type::f32) {
-      encoded.resize(n * 4);
-      if (n > 0) std::memcpy(encoded.data(), data, n * 4);
-    } else {
-      encoded.reserve(n * 2);
-      for (std::size_t i = 0; i < n; ++i) detail::put_le(encoded, float_to_f16(data[i]), 2);
-    }
+    SURGEON_EXPECTS(ne.empty() || ne[0] % ggml_block_size(type) == 0,
+                    "gguf_writer::add_tensor: tensor '{}' has rows of {} elements, not whole {} blocks of {}",
+                    detail::shorten(name), ne.empty() ? 0 : ne[0], ggml_type_name(type),
+                    ggml_block_size(type));
+    std::vector<std::uint8_t> encoded(n / static_cast<std::size_t>(ggml_block_size(type)) *
+                                      ggml_block_bytes(type));
+    quantize_row(type, data, n, encoded.data());
     add_entry(std::move(name), std::move(ne), type, std::move(encoded));
   }
 

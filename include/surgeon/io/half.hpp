@@ -74,4 +74,14 @@ inline std::uint16_t float_to_f16(float value) noexcept {
   return static_cast<std::uint16_t>(sign | half);
 }
 
+/// @brief Converts a float to bfloat16 (BF16) bits as ggml does (`GGML_FP32_TO_BF16`): round to
+/// nearest, ties to even, on the upper half of the float; NaN stays a quiet NaN with its sign.
+/// `bf16_to_float(float_to_bf16(x)) == x` for every x that BF16 represents. Cost: O(1).
+inline std::uint16_t float_to_bf16(float value) noexcept {
+  std::uint32_t x;
+  std::memcpy(&x, &value, sizeof x);
+  if ((x & 0x7FFFFFFFU) > 0x7F800000U) return static_cast<std::uint16_t>((x >> 16) | 64U);  // quiet NaN
+  return static_cast<std::uint16_t>((x + (0x7FFFU + ((x >> 16) & 1U))) >> 16);
+}
+
 }  // namespace surgeon::io

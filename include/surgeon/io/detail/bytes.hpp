@@ -71,6 +71,12 @@ T load(const std::uint8_t* p) noexcept {
   return v;
 }
 
+/// Stores `v` at the (possibly unaligned) bytes at `p`, in host order (little-endian).
+template <typename T>
+void store(std::uint8_t* p, T v) noexcept {
+  std::memcpy(p, &v, sizeof(T));
+}
+
 /// The little-endian unsigned integer of `bytes` (1 to 8) bytes at `p`.
 inline std::uint64_t get_le(const std::uint8_t* p, std::size_t bytes) noexcept {
   std::uint64_t value = 0;

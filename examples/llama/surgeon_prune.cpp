@@ -19,6 +19,7 @@
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
 #endif
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <surgeon/adapter.hpp>
 #include <surgeon/error.hpp>
@@ -197,8 +198,8 @@ struct options {
   bool costs_on_host = false;
   double memory_budget_gb = -1.0;  ///< -1: auto; 0: no limit
   long long update_threads = 0;    ///< 0: auto (the hardware threads)
-  surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f32;
-  std::string out_type_name = "f32";
+  surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f16;
+  std::string out_type_name = "f16";
   int cuda_device = -1;  ///< -1: the CPU backend
   std::string device_name = "cpu";
 };
@@ -244,7 +245,8 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
       ->required()
       ->type_name("PATH");
   app.add_option("--report", o.report_path, "a JSON report of the run")->type_name("FILE.json");
-  app.add_option("--tokenizer", o.tokenizer_path, "llama2.c tokenizer")
+  app.add_option("--tokenizer", o.tokenizer_path,
+                 "llama2.c tokenizer (of a llama2.c model, or of a GGUF that has none)")
       ->type_name("PATH")
       ->default_str("tok<vocab>.bin beside --model");
   std::vector<std::string> methods;
@@ -314,8 +316,10 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
              "hardware threads; 1: one at a time)")
           ->check(cli::keyword_or("auto", cli::integer_at_least(1)))
           ->type_name("auto|INT");
-  app.add_option("--out-type", o.out_type_name, "element type of the written matrices (GGUF only)")
-      ->check(CLI::IsMember({"f32", "f16"}));
+  app.add_option("--out-type", o.out_type_name,
+                 "element type of the written matrices (GGUF only; norms stay f32; q8_0 keeps every pruned "
+                 "weight exactly zero, rows that are not whole blocks of 32 are written f16)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
   app.add_option("--device", device, "where the pruning runs (cuda = cuda:0)")
       ->check(CLI::Validator(
           [](std::string& text) {
@@ -355,7 +359,10 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
     o.pcg.float_products = pcg_float != 0;
     o.memory_budget_gb = memory_budget == "auto" ? -1.0 : *cli::read_real(memory_budget);
     o.update_threads = update_threads == "auto" ? 0 : *cli::read_integer(update_threads);
-    o.out_type = o.out_type_name == "f16" ? surgeon::io::ggml_type::f16 : surgeon::io::ggml_type::f32;
+    o.out_type = o.out_type_name == "f32"    ? surgeon::io::ggml_type::f32
+                 : o.out_type_name == "bf16" ? surgeon::io::ggml_type::bf16
+                 : o.out_type_name == "q8_0" ? surgeon::io::ggml_type::q8_0
+                                             : surgeon::io::ggml_type::f16;
     o.cuda_device = *read_device(device);
     o.device_name = device == "cuda" ? "cuda:0" : device;
     // The last of --reseed-per-shot and --same-windows on the command line wins.
@@ -568,7 +575,9 @@ int main(int argc, char** argv) {
     const double achieved_density = 1.0 - static_cast<double>(c.zeros) / static_cast<double>(c.prunable);
 
     // The pruned model.
-    llama::save_model(loaded.format, o.model_path, o.out_path, m, o.out_type);
+    const llama::save_summary saved =
+        llama::save_model(loaded.format, o.model_path, o.out_path, m, o.out_type);
+    const std::string written_type = loaded.format == llama::model_format::gguf ? o.out_type_name : "f32";
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     if (!o.report_path.empty()) {
@@ -580,7 +589,10 @@ int main(int argc, char** argv) {
       j["model"] = o.model_path;
       j["format"] = gguf ? "gguf" : "llama2c";
       j["out"] = o.out_path;
-      j["out_type"] = gguf ? o.out_type_name : "f32";
+      j["out_type"] = written_type;
+      j["out_bytes"] = saved.bytes;
+      j["out_f16_fallback"] = saved.f16_fallback;
+      j["model_bytes"] = fs::file_size(o.model_path);
       j["calib"] = o.calib_path;
       j["eval"] = o.eval_paths.front();
       j["method"] = std::string(surgeon::to_string(o.how));
@@ -631,6 +643,13 @@ int main(int argc, char** argv) {
         "seconds={:.2f} peak_rss_mb={:.1f}\n",
         surgeon::to_string(o.how), o.shape.name, o.density, *po.shots, o.nsamples, seqlen, o.seed,
         o.device_name, seconds, peak_rss_mb());
+    fmt::print("wrote {} ({:.1f} MB, matrices {}; the input model {:.1f} MB)\n", o.out_path,
+               static_cast<double>(saved.bytes) / 1e6, written_type,
+               static_cast<double>(fs::file_size(o.model_path)) / 1e6);
+    if (!saved.f16_fallback.empty()) {
+      fmt::print("written as f16, their rows not whole q8_0 blocks: {}\n",
+                 fmt::join(saved.f16_fallback, " "));
+    }
     const llama::calibration_counts& work = adapter.calibration_work();
     fmt::print("calibration passes={} forward_batches={} backward_batches={} blocks={} resumed_batches={}\n",
                work.passes, work.forward_batches, work.backward_batches, work.blocks, work.resumed_batches);

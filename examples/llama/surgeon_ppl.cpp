@@ -6,6 +6,9 @@
 // The last line of the output is `ppl=<value>` at full precision. Exit status: 0 done (or --help); 2 bad
 // flags, an unreadable input, --seqlen beyond the model's context or a text shorter than one window; 1 an
 // error while running (out of memory included), with a one-line message on stderr.
+#include <surgeon/io/detail/bytes.hpp>
+#include <surgeon/io/detail/file.hpp>
+
 #include <fmt/format.h>
 
 #include <chrono>
@@ -43,6 +46,11 @@ int main(int argc, char** argv) {
                  "llama2.c tokenizer (of a llama2.c model, or of a GGUF that has none)")
       ->type_name("PATH")
       ->default_str("tok<vocab>.bin beside --model");
+  std::string tokens_path;
+  app.add_option("--dump-tokens", tokens_path,
+                 "also write the text's token ids (int32, little-endian) to FILE, so that another "
+                 "implementation can score the same windows (tests/llama/llama_cpp_ppl.cpp)")
+      ->type_name("FILE");
   if (const std::optional<int> status = cli::parse(app, argc, argv)) return *status;
   namespace tool = surgeon::llama::tool;
   return tool::run_guarded("surgeon-ppl", [&] {
@@ -50,6 +58,7 @@ int main(int argc, char** argv) {
     tool::check_readable("--model", model_path);
     tool::check_readable("--text", text_path);
     if (!tokenizer_path.empty()) tool::check_readable("--tokenizer", tokenizer_path);
+    if (!tokens_path.empty()) tool::check_writable("--dump-tokens", tokens_path);
     const surgeon::llama::loaded_model loaded = surgeon::llama::load_model(model_path, tokenizer_path);
     const auto& cfg = loaded.weights.cfg;
     tool::check_context(static_cast<surgeon::index_t>(seqlen), cfg);
@@ -58,6 +67,15 @@ int main(int argc, char** argv) {
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const std::vector<std::int32_t> ids = loaded.vocab->encode(text);
     tool::check_text_length("--text", text_path, ids.size(), static_cast<surgeon::index_t>(seqlen));
+    if (!tokens_path.empty()) {
+      surgeon::io::detail::write_file_atomically(tokens_path, [&](const auto& write) {
+        for (const std::int32_t id : ids) {
+          std::uint8_t le[4];
+          surgeon::io::detail::store<std::int32_t>(le, id);  // the host is little-endian (bytes.hpp)
+          write(le, 4);
+        }
+      });
+    }
     fmt::print("model={} layers={} dim={} vocab={} text={} bytes={} tokens={}\n", model_path, cfg.n_layers,
                cfg.dim, cfg.vocab_size, text_path, text.size(), ids.size());
     surgeon::llama::runtime runtime(loaded.weights);

@@ -1107,3 +1107,173 @@ TEST_CASE("sequential pruning: refused for global-threshold methods and explicit
   options.how = surgeon::method::wanda;
   CHECK(surgeon::estimate_working_bytes(matrices, options, 0) == (16 + 12 * 16) * sizeof(double));
 }
+
+namespace {
+
+// The toy read as a Llama FFN: a and b read one input (gate and up), c reads a width-12 input
+// (down). Neuron i is row i of a and b and column i of c; rows 10 and 11 of b with column 10 and
+// 11 of c form a follower of neurons 0 and 1 (as a KV head follows its query heads), and rows 10
+// and 11 of a belong to no unit.
+struct coupled_toy : toy_adapter {
+  surgeon::coupled_units units() const {
+    using surgeon::line_kind;
+    surgeon::coupled_units result;
+    for (index_t i = 0; i < 10; ++i) {
+      result.units.push_back(
+          {"neuron." + std::to_string(i),
+           {{0, line_kind::row, i, 1}, {1, line_kind::row, i, 1}, {2, line_kind::column, i, 1}}});
+    }
+    result.followers.push_back(
+        {surgeon::coupled_unit{"follower", {{1, line_kind::row, 10, 2}, {2, line_kind::column, 10, 2}}},
+         {0, 1}});
+    return result;
+  }
+  // Whether row i of a matrix [rows, cols] stored in w is all zero (column when `column`).
+  static bool line_zero(const std::vector<float>& w, index_t cols, index_t rows, index_t line, bool column) {
+    const index_t n = column ? rows : cols;
+    for (index_t t = 0; t < n; ++t) {
+      const index_t k = column ? t * cols + line : line * cols + t;
+      if (w[static_cast<std::size_t>(k)] != 0.0f) return false;
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("coupled units prune as the costs, select_units and row/column updates compose", "[prune][units]") {
+  // The reference is the dense pipeline: full factor means (identity where the method ignores a
+  // factor), cpu::factorize, row and column costs, select_units, and for LLM Surgeon each
+  // matrix's row/column OBS update.
+  const auto how = GENERATE(surgeon::method::magnitude, surgeon::method::lobd, surgeon::method::kobd,
+                            surgeon::method::llm_surgeon);
+  CAPTURE(surgeon::to_string(how));
+  full_factors data;
+  toy_adapter::feed(data);
+  coupled_toy model;
+  coupled_toy reference;
+  surgeon::prune_options options;
+  options.how = how;
+  options.what = surgeon::structure::coupled;
+  options.sparsity = 0.3;
+  options.shots = 1;
+  const auto reports = surgeon::prune(model, options);
+
+  const surgeon::method_traits traits = surgeon::traits_of(how);
+  std::vector<surgeon::prunable_matrix> matrices = reference.matrices();
+  std::vector<std::vector<double>> row_costs;
+  std::vector<std::vector<double>> col_costs;
+  std::vector<surgeon::cpu::kronecker_curvature> curvatures;
+  const surgeon::damping damp = surgeon::default_damping(how);
+  for (const surgeon::prunable_matrix& m : matrices) {
+    const surgeon::host_matrix_view<const float> w(m.weight);
+    const auto g = data.mean_or_identity("g:" + m.name, traits.needs_output_gradients, w.rows());
+    const auto a = data.mean_or_identity("a:" + m.input_key, traits.needs_inputs, w.cols());
+    curvatures.push_back(surgeon::cpu::factorize(data.ctx, g.view(), a.view(), damp, w));
+    row_costs.push_back(surgeon::cpu::row_costs(data.ctx, how, curvatures.back(), w));
+    col_costs.push_back(surgeon::cpu::column_costs(data.ctx, how, curvatures.back(), w));
+  }
+  const surgeon::unit_selection chosen = surgeon::select_units(row_costs, col_costs, reference.units(), 0.3);
+  REQUIRE(!chosen.taken.empty());
+  for (std::size_t k = 0; k < matrices.size(); ++k) {
+    if (how == surgeon::method::llm_surgeon)
+      surgeon::cpu::update_rows_columns(data.ctx, curvatures[k], matrices[k].weight, chosen.rows[k],
+                                        chosen.cols[k]);
+    chosen.masks[k].apply(matrices[k].weight);
+  }
+  CHECK(reports.back().removed == chosen.removed);
+  const auto near = [](const std::vector<float>& x, const std::vector<float>& y) {
+    float most = 0.0f;
+    for (std::size_t i = 0; i < x.size(); ++i) most = std::max(most, std::abs(x[i] - y[i]));
+    return most;
+  };
+  CHECK(near(model.w_a, reference.w_a) < 1e-5f);
+  CHECK(near(model.w_b, reference.w_b) < 1e-5f);
+  CHECK(near(model.w_c, reference.w_c) < 1e-5f);
+  if (how != surgeon::method::llm_surgeon) {
+    // Without an update the kept weights are the originals.
+    const toy_adapter original;
+    for (std::size_t i = 0; i < original.w_a.size(); ++i)
+      CHECK((model.w_a[i] == 0.0f || model.w_a[i] == original.w_a[i]));
+  }
+}
+
+TEST_CASE("coupled units over several shots remove whole units and their followers", "[prune][units]") {
+  const auto how = GENERATE(surgeon::method::kobd, surgeon::method::llm_surgeon);
+  CAPTURE(surgeon::to_string(how));
+  coupled_toy model;
+  surgeon::prune_options options;
+  options.how = how;
+  options.what = surgeon::structure::coupled;
+  options.sparsity = 0.5;
+  options.shots = 3;
+  const auto reports = surgeon::prune(model, options);
+  REQUIRE(reports.size() == 3);
+  // A neuron removes 16 + 16 + 8 weights, the follower 2·16 + 2·8: the budget of each shot is met
+  // to within one neuron and the follower it completes.
+  for (const auto& r : reports) {
+    CHECK(r.achieved_sparsity <= r.target_sparsity + 1e-12);
+    CHECK(r.achieved_sparsity >= r.target_sparsity - 88.0 / static_cast<double>(total));
+  }
+  // Every unit is whole: its three lines are all zero or none is.
+  int removed_units = 0;
+  for (index_t i = 0; i < 10; ++i) {
+    const bool a = coupled_toy::line_zero(model.w_a, 16, 12, i, false);
+    const bool b = coupled_toy::line_zero(model.w_b, 16, 12, i, false);
+    const bool c = coupled_toy::line_zero(model.w_c, 12, 8, i, true);
+    CAPTURE(i);
+    CHECK(a == b);
+    CHECK(b == c);
+    removed_units += a ? 1 : 0;
+  }
+  CHECK(removed_units >= 4);
+  const bool leaders = coupled_toy::line_zero(model.w_a, 16, 12, 0, false) &&
+                       coupled_toy::line_zero(model.w_a, 16, 12, 1, false);
+  CHECK(coupled_toy::line_zero(model.w_b, 16, 12, 10, false) == leaders);
+  CHECK(coupled_toy::line_zero(model.w_c, 12, 8, 11, true) == leaders);
+  // Lines outside every unit stay: rows 10 and 11 of a.
+  CHECK_FALSE(coupled_toy::line_zero(model.w_a, 16, 12, 10, false));
+  CHECK_FALSE(coupled_toy::line_zero(model.w_a, 16, 12, 11, false));
+  // The type-erased adapter forwards units(): the same weights.
+  coupled_toy erased_model;
+  surgeon::any_adapter erased(erased_model);
+  surgeon::prune(erased, options);
+  CHECK(erased_model.w_a == model.w_a);
+  CHECK(erased_model.w_c == model.w_c);
+}
+
+TEST_CASE("coupled units refuse what cannot work", "[prune][units]") {
+  surgeon::prune_options options;
+  options.what = surgeon::structure::coupled;
+  options.sparsity = 0.3;
+  SECTION("an adapter without units()") {
+    toy_adapter model;
+    CHECK_THROWS_WITH(surgeon::prune(model, options), Catch::Contains("units()"));
+    surgeon::any_adapter erased(model);
+    CHECK_THROWS_WITH(surgeon::prune(erased, options), Catch::Contains("coupled units"));
+  }
+  SECTION("methods without row and column scores") {
+    for (const auto how : {surgeon::method::wanda, surgeon::method::sparsegpt}) {
+      coupled_toy model;
+      options.how = how;
+      CHECK_THROWS_WITH(surgeon::prune(model, options), Catch::Contains("coupled units"));
+    }
+  }
+  SECTION("sequential pruning") {
+    coupled_toy model;
+    options.sequential = true;
+    CHECK_THROWS_AS(surgeon::prune(model, options), surgeon::logic_error);
+  }
+  SECTION("units outside the matrices") {
+    struct bad_units : toy_adapter {
+      surgeon::coupled_units units() const {
+        return {{{"neuron.99", {{2, surgeon::line_kind::column, 99, 1}}}}, {}};
+      }
+    } model;
+    CHECK_THROWS_WITH(surgeon::prune(model, options), Catch::Contains("neuron.99"));
+    CHECK(model.zeros() == 0);
+  }
+  CHECK(surgeon::default_shots(surgeon::structure::coupled) == 8);
+  CHECK_FALSE(surgeon::has_sequential_form(surgeon::method::llm_surgeon, surgeon::structure::coupled));
+  CHECK_FALSE(surgeon::uses_diagonals_only(surgeon::method::kobd, surgeon::structure::coupled));
+}

@@ -43,6 +43,8 @@ class any_adapter {
   using calibrate_function = std::function<void(calibration_sink&, int)>;
   /// Returns a quality measure after the shot it is given (lower is better), or nothing.
   using evaluate_function = std::function<std::optional<double>(int)>;
+  /// Returns the adapter's coupled units (`structure::coupled`).
+  using units_function = std::function<coupled_units()>;
 
   /// @brief Erases `adapter`, which is referenced (it must outlive every call). Its
   /// `evaluate(int shot)` or `evaluate()`, when it has one, is forwarded; without one, `evaluate`
@@ -57,12 +59,20 @@ class any_adapter {
         return detail::evaluate_after(adapter, shot);
       };
     }
+    if constexpr (detail::has_units<Adapter>::value) {
+      units_ = [&adapter]() { return adapter.units(); };
+    }
   }
 
-  /// @brief An adapter from callables (`evaluate` may be empty: no evaluation).
+  /// @brief An adapter from callables (`evaluate` may be empty: no evaluation; `units` may be
+  /// empty: no coupled units).
   /// @throws logic_error if `matrices` or `calibrate` is empty.
-  any_adapter(matrices_function matrices, calibrate_function calibrate, evaluate_function evaluate = {})
-      : matrices_(std::move(matrices)), calibrate_(std::move(calibrate)), evaluate_(std::move(evaluate)) {
+  any_adapter(matrices_function matrices, calibrate_function calibrate, evaluate_function evaluate = {},
+              units_function units = {})
+      : matrices_(std::move(matrices)),
+        calibrate_(std::move(calibrate)),
+        evaluate_(std::move(evaluate)),
+        units_(std::move(units)) {
     SURGEON_EXPECTS(static_cast<bool>(matrices_), "any_adapter: the matrices function is empty");
     SURGEON_EXPECTS(static_cast<bool>(calibrate_), "any_adapter: the calibrate function is empty");
   }
@@ -76,11 +86,19 @@ class any_adapter {
   std::optional<double> evaluate(int shot) { return evaluate_ ? evaluate_(shot) : std::nullopt; }
   /// @brief Whether `evaluate` can return a value.
   bool has_evaluate() const noexcept { return static_cast<bool>(evaluate_); }
+  /// @brief The wrapped adapter's coupled units.
+  /// @throws logic_error when it has none (no `units()`, or no `units` callable).
+  coupled_units units() {
+    SURGEON_EXPECTS(static_cast<bool>(units_),
+                    "any_adapter: the adapter declares no coupled units (units())");
+    return units_();
+  }
 
  private:
   matrices_function matrices_;
   calibrate_function calibrate_;
   evaluate_function evaluate_;
+  units_function units_;
 };
 
 }  // namespace surgeon

@@ -28,7 +28,16 @@ enum class structure {
   unstructured,  ///< single elements
   n_m,           ///< N of every M consecutive inputs of a row (2:4, 4:8)
   rows_columns,  ///< whole rows (outputs) and whole columns (inputs)
+  /// Coupled units the adapter declares with `units()` (units.hpp): lines of several matrices
+  /// removed together, such as a Llama block's FFN neurons and attention heads.
+  coupled,
 };
+
+/// @brief True when `what` removes whole rows and columns (`rows_columns` and `coupled`): costed
+/// by row and column, updated by the row/column OBS update. O(1).
+constexpr bool removes_lines(structure what) noexcept {
+  return what == structure::rows_columns || what == structure::coupled;
+}
 
 /// @brief An N:M pattern: N pruned weights in every block of M consecutive inputs of a row.
 struct nm_pattern {

@@ -28,8 +28,9 @@ struct method_traits {
   bool needs_inputs = false;            ///< reads A (layer inputs): every method but magnitude
   bool needs_output_gradients = false;  ///< reads G (output gradients): K-OBD and LLM Surgeon
   selection_scope selection = selection_scope::global;  ///< how the mask is chosen
-  bool updates_weights = false;      ///< compensates the removed weights with an OBS update
-  bool scores_rows_columns = false;  ///< has row and column costs (`structure::rows_columns`)
+  bool updates_weights = false;  ///< compensates the removed weights with an OBS update
+  /// Has row and column costs (`structure::rows_columns`, and through them `structure::coupled`).
+  bool scores_rows_columns = false;
   /// Has a sequential form (`prune_options::sequential`) for element masks.
   bool has_sequential_form = false;
   /// Element cost `coefficient · row_scale(G)_i · W_ij² · column_scale(A)_j`; Wanda's |W_ij|·√A_jj
@@ -88,17 +89,17 @@ constexpr method_traits traits_of(method how) noexcept {
 }
 
 /// @brief True when `how` has a sequential form for `what`: SparseGPT and Wanda for element masks,
-/// LLM Surgeon for element masks (its rows-cols updates have none). O(1).
+/// LLM Surgeon for element masks (its row/column updates have none). O(1).
 constexpr bool has_sequential_form(method how, structure what) noexcept {
-  return traits_of(how).has_sequential_form && what != structure::rows_columns;
+  return traits_of(how).has_sequential_form && !removes_lines(what);
 }
 
 /// @brief True when the costs of `how` for `what` read only the diagonals of G and A (or neither):
 /// magnitude, Wanda, L-OBD for every structure, K-OBD except rows-cols (whose row cost wᵢᵀ A wᵢ
-/// needs the whole A, and whose column cost the whole G). O(1).
+/// needs the whole A, and whose column cost the whole G; coupled units alike). O(1).
 constexpr bool uses_diagonals_only(method how, structure what) noexcept {
   return how == method::magnitude || how == method::wanda || how == method::lobd ||
-         (how == method::kobd && what != structure::rows_columns);
+         (how == method::kobd && !removes_lines(what));
 }
 
 }  // namespace surgeon

@@ -19,6 +19,7 @@
 #include <surgeon/mask.hpp>
 #include <surgeon/select.hpp>
 #include <surgeon/types.hpp>
+#include <surgeon/units.hpp>
 #include <surgeon/update.hpp>
 #include <surgeon/version.hpp>
 #include <surgeon/view.hpp>

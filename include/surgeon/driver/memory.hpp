@@ -66,7 +66,7 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
       all_curvature += curvature;
       group_curvature += curvature;
       if (options.how != method::sparsegpt) {
-        group_costs += options.what == structure::rows_columns
+        group_costs += removes_lines(options.what)
                            ? static_cast<double>(rows + cols)
                            : static_cast<double>(rows) * static_cast<double>(cols);
       }

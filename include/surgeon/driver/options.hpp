@@ -30,11 +30,12 @@ enum class update_kind {
 };
 
 /// @brief The shot count T of `prune_options::shots` when it is not set: 8 for rows and columns
-/// (one shot of structured pruning to 70 % destroys a model, eight keep it; docs/RESULTS.md), 1
+/// and coupled units (one shot of structured pruning to 70 % destroys a model, eight keep it;
+/// docs/RESULTS.md), 1
 /// otherwise (with the whole-mask update, five shots gain 3 % on the calibration text's domain and
 /// under 1 % on another text, for three times the time).
 constexpr int default_shots(structure what) noexcept {
-  return what == structure::rows_columns ? 8 : 1;
+  return removes_lines(what) ? 8 : 1;
 }
 
 /// @brief Whether sequential calibration (`prune_options::sequential`) gave the better model for
@@ -119,9 +120,10 @@ inline prune_options with_defaults(prune_options options) {
   SURGEON_EXPECTS(options.group_size >= 0, "prune: group_size must be >= 0, got {}", options.group_size);
   if (!options.damp) options.damp = default_damping(options.how);
   validate(*options.damp);
-  if (options.what == structure::rows_columns) {
-    SURGEON_EXPECTS(traits_of(options.how).scores_rows_columns, "prune: {} has no row/column score",
-                    to_string(options.how));
+  if (removes_lines(options.what)) {
+    SURGEON_EXPECTS(traits_of(options.how).scores_rows_columns,
+                    "prune: {} has no row/column score, so it cannot remove {}", to_string(options.how),
+                    options.what == structure::coupled ? "coupled units" : "rows and columns");
   }
   if (options.what == structure::n_m) {
     const double most = static_cast<double>(options.pattern.n) / static_cast<double>(options.pattern.m);

@@ -25,6 +25,7 @@
 #include <surgeon/mask.hpp>
 #include <surgeon/method_traits.hpp>
 #include <surgeon/select.hpp>
+#include <surgeon/units.hpp>
 #include <surgeon/update.hpp>
 #include <surgeon/view.hpp>
 
@@ -64,6 +65,11 @@ auto evaluate_after(A& adapter, int shot) {
     return adapter.evaluate();
   }
 }
+template <typename A, typename = void>
+struct has_units : std::false_type {};
+/// An adapter with `units()` (structure::coupled).
+template <typename A>
+struct has_units<A, std::void_t<decltype(std::declval<A&>().units())>> : std::true_type {};
 template <typename B, typename = void>
 struct has_for_each_concurrently : std::false_type {};
 template <typename B>
@@ -101,7 +107,9 @@ struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())
 ///   (`cpu::prune_backend_options::update_threads`); without it they run in order.
 ///
 /// The adapter: `matrices()`, `calibrate(calibration_sink&, int shot)` and optionally
-/// `evaluate(int shot)` (or `evaluate()`) returning `double` or `std::optional<double>`.
+/// `evaluate(int shot)` (or `evaluate()`) returning `double` or `std::optional<double>`, and
+/// `units()` returning its `coupled_units` (needed for `structure::coupled`; asked once per shot,
+/// after the previous shot's updates, indices into that shot's `matrices()`).
 template <typename Adapter, typename Backend>
 class basic_pruning_session {
   using store_type = typename Backend::store;
@@ -158,6 +166,7 @@ class basic_pruning_session {
     const groups_type groups = options_.sequential ? sequential_groups(matrices)
                                                    : fixed_groups(matrices.size(), options_.group_size);
     dead_.clear();
+    if (options_.what == structure::coupled) units_ = units_of(matrices);
     const method_traits traits = traits_of(options_.how);
     if (traits.selection == selection_scope::per_layer) {
       per_layer_step(report, matrices, groups, t);
@@ -289,8 +298,11 @@ class basic_pruning_session {
     std::vector<mask> masks;
     std::vector<std::vector<index_t>> rows;
     std::vector<std::vector<index_t>> cols;
-    if (options_.what == structure::rows_columns) {
-      structured_selection chosen = select_rows_columns(costs.rows, costs.cols, report.target_sparsity);
+    if (removes_lines(options_.what)) {
+      structured_selection chosen =
+          options_.what == structure::coupled
+              ? select_units(costs.rows, costs.cols, *units_, report.target_sparsity)
+              : select_rows_columns(costs.rows, costs.cols, report.target_sparsity);
       masks = std::move(chosen.masks);
       rows = std::move(chosen.rows);
       cols = std::move(chosen.cols);
@@ -345,7 +357,7 @@ class basic_pruning_session {
     const method_traits traits = traits_of(options_.how);
     const bool needs_a = traits.needs_inputs;
     const bool needs_g = traits.needs_output_gradients;
-    const bool structured = options_.what == structure::rows_columns;
+    const bool structured = removes_lines(options_.what);
     layer_costs costs;
     costs.element.resize(matrices.size());
     costs.rows.resize(matrices.size());
@@ -437,7 +449,7 @@ class basic_pruning_session {
                        const std::vector<std::vector<index_t>>& rows,
                        const std::vector<std::vector<index_t>>& cols, std::size_t k) {
     update_report result;
-    if (options_.what == structure::rows_columns) {
+    if (removes_lines(options_.what)) {
       backend_.update_rows_columns(curvature, m.weight, rows[k], cols[k]);
     } else if (options_.update == update_kind::whole_mask) {
       result = backend_.obs_update_full(curvature, m.weight, pruned, options_.pcg);
@@ -446,6 +458,24 @@ class basic_pruning_session {
     }
     pruned.apply(m.weight);
     return result;
+  }
+
+  // The adapter's coupled units, checked against `matrices`.
+  coupled_units units_of(const std::vector<prunable_matrix>& matrices) {
+    if constexpr (detail::has_units<Adapter>::value) {
+      coupled_units units = adapter_.units();
+      std::vector<index_t> rows;
+      std::vector<index_t> cols;
+      for (const prunable_matrix& m : matrices) {
+        rows.push_back(m.weight.rows());
+        cols.push_back(m.weight.cols());
+      }
+      validate(units, rows, cols);
+      SURGEON_EXPECTS(!units.units.empty(), "prune: the adapter's units() lists no unit");
+      return units;
+    } else {
+      SURGEON_THROW(logic_error, "prune: structure::coupled needs an adapter with units()");
+    }
   }
 
   static void add_update(shot_report& report, const update_report& u) {
@@ -561,7 +591,8 @@ class basic_pruning_session {
   Adapter& adapter_;
   prune_options options_;
   Backend backend_;
-  std::set<std::size_t> dead_;                         // matrices found entirely dead in the current shot
+  std::optional<coupled_units> units_;  // the adapter's units in the current shot (structure::coupled)
+  std::set<std::size_t> dead_;          // matrices found entirely dead in the current shot
   std::chrono::steady_clock::time_point phase_start_;  // end of the last lap (see shot_timings)
 };
 

@@ -34,7 +34,7 @@ inline model from_llama2c(const io::llama2c_checkpoint& ck) {
   for (index_t l = 0; l < m.cfg.n_layers; ++l) {
     block_weights b;
     for (const block_tensor& t : block_tensors)
-      b.*t.weights = slice(ck.*t.llama2c, l, extent_of(t.rows, m.cfg) * extent_of(t.cols, m.cfg));
+      b.*t.weights = slice(ck.*t.llama2c, l, tensor_size(t, m.cfg, l));
     m.blocks.push_back(std::move(b));
   }
   m.validate();
@@ -42,10 +42,22 @@ inline model from_llama2c(const io::llama2c_checkpoint& ck) {
 }
 
 /// @brief Writes `m` back into a llama2.c checkpoint with the same layout as `original` (whose
-/// RoPE tables are kept). @throws logic_error if the shapes differ.
+/// RoPE tables are kept). llama2.c's header has one shape for every block, so a model whose blocks
+/// were compacted to other shapes cannot be written: it goes to a .gguf file (architecture "deci").
+/// @throws logic_error if the shapes differ from `original`'s, naming the .gguf way out.
 inline io::llama2c_checkpoint to_llama2c(const model& m, io::llama2c_checkpoint original) {
   SURGEON_EXPECTS(original.config.dim == m.cfg.dim && original.config.n_layers == m.cfg.n_layers,
                   "to_llama2c: the model does not match the original checkpoint");
+  const block_shape header{original.config.n_heads, original.config.n_kv_heads, original.config.hidden_dim};
+  for (index_t l = 0; l < m.cfg.n_layers; ++l) {
+    const block_shape shape = m.cfg.block(l);
+    SURGEON_EXPECTS(shape == header && m.cfg.head_dim() == original.config.dim / original.config.n_heads,
+                    "to_llama2c: block {} has {} heads, {} kv heads and FFN width {} where the llama2.c "
+                    "header says {}, {} and {} for every block; llama2.c cannot hold blocks of different "
+                    "shapes, write a .gguf output instead (architecture \"deci\")",
+                    l, shape.n_heads, shape.n_kv_heads, shape.hidden_dim, header.n_heads, header.n_kv_heads,
+                    header.hidden_dim);
+  }
   original.tok_embeddings = m.token_embedding;
   for (const block_tensor& t : block_tensors) {
     std::vector<float>& all = original.*t.llama2c;

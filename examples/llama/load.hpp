@@ -6,6 +6,7 @@
 #include <surgeon/io/gguf.hpp>
 #include <surgeon/io/llama2c.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -53,10 +54,25 @@ struct loaded_model {
 
 namespace detail {
 
+// The tensor `name`, which must be a `[rows, cols]` matrix (GGUF ne = {cols, rows}; a vector of
+// `cols` for rows == 1), dequantised to fp32.
 inline std::vector<float> gguf_matrix(const io::gguf_reader& file, const std::string& name, index_t rows,
                                       index_t cols) {
   if (!file.contains(name)) SURGEON_THROW(io_error, "GGUF model has no tensor '{}'", name);
-  std::vector<float> values = file.dequantize(name);
+  const io::gguf_tensor_info& info = file.info(name);
+  std::vector<std::int64_t> ne = info.ne;
+  while (ne.size() > 1 && ne.back() == 1) ne.pop_back();  // trailing unit dimensions carry no shape
+  const bool shaped =
+      rows == 1 ? ne.size() == 1 && ne[0] == cols : ne.size() == 2 && ne[0] == cols && ne[1] == rows;
+  if (!shaped) {
+    std::string dims;
+    for (const std::int64_t n : info.ne) dims += (dims.empty() ? "" : ", ") + std::to_string(n);
+    const std::string expected =
+        rows == 1 ? std::to_string(cols) : std::to_string(cols) + ", " + std::to_string(rows);
+    SURGEON_THROW(io_error, "GGUF tensor '{}' has ne [{}], expected ne [{}] (GGUF lists columns first)", name,
+                  dims, expected);
+  }
+  std::vector<float> values = file.dequantize(info);
   if (static_cast<index_t>(values.size()) != rows * cols) {
     SURGEON_THROW(io_error, "GGUF tensor '{}' has {} values, expected [{}, {}]", name, values.size(), rows,
                   cols);
@@ -64,28 +80,87 @@ inline std::vector<float> gguf_matrix(const io::gguf_reader& file, const std::st
   return values;
 }
 
+// Key `key` of a file with `blocks` blocks: a scalar (the same for every block) or an integer
+// array of one entry per block, as llama.cpp's get_key_or_arr reads it.
+inline std::vector<index_t> gguf_per_block(const io::gguf_reader& file, const std::string& key,
+                                           index_t blocks) {
+  const io::gguf_value& value = file.get(key);
+  if (!value.is_array())
+    return std::vector<index_t>(static_cast<std::size_t>(blocks), static_cast<index_t>(file.get_uint(key)));
+  const std::vector<std::int64_t> entries = file.get_int_array(key);
+  if (static_cast<index_t>(entries.size()) != blocks)
+    SURGEON_THROW(io_error, "GGUF key '{}' has {} entries for {} blocks", key, entries.size(), blocks);
+  std::vector<index_t> result;
+  for (const std::int64_t n : entries) {
+    if (n < 0) SURGEON_THROW(io_error, "GGUF key '{}' has a negative entry {}", key, n);
+    result.push_back(static_cast<index_t>(n));
+  }
+  return result;
+}
+
 }  // namespace detail
 
-/// @brief The in-memory model of a GGUF file with architecture "llama" (weights dequantised to fp32).
-/// @throws io_error if a key or tensor is missing, has the wrong shape, or the architecture differs.
+/// @brief The in-memory model of a GGUF file with architecture "llama" or "deci" (weights
+/// dequantised to fp32). "deci" (as llama.cpp builds it: layer by layer) may give
+/// feed_forward_length, attention.head_count and attention.head_count_kv one entry per block; a
+/// block with 0 heads then has no attention tensors (attn_norm included) and one with FFN width 0
+/// no FFN tensors (ffn_norm included). `attention.key_length`, when present, is the head size
+/// (else dim / the heads of block 0, as llama.cpp derives it). Cost: reads and dequantises every
+/// tensor, O(parameters).
+/// @throws io_error if a key or tensor is missing or has the wrong shape, a per-block array has
+///         the wrong length, heads are inconsistent (kv heads not dividing the heads, kv heads
+///         without heads), or the architecture is neither.
 inline model from_gguf(const io::gguf_reader& file) {
   const std::string arch = file.get_string("general.architecture");
-  if (arch != "llama")
-    SURGEON_THROW(io_error, "GGUF architecture '{}' is not supported (need 'llama')", arch);
+  if (arch != "llama" && arch != "deci")
+    SURGEON_THROW(io_error, "GGUF architecture '{}' is not supported (need 'llama' or 'deci')", arch);
+  const std::string prefix = arch + ".";
+  auto has = [&](const std::string& key) { return file.find(prefix + key) != nullptr; };
   model m;
-  m.cfg.dim = static_cast<index_t>(file.get_uint("llama.embedding_length"));
-  m.cfg.hidden_dim = static_cast<index_t>(file.get_uint("llama.feed_forward_length"));
-  m.cfg.n_layers = static_cast<index_t>(file.get_uint("llama.block_count"));
-  m.cfg.n_heads = static_cast<index_t>(file.get_uint("llama.attention.head_count"));
-  m.cfg.n_kv_heads = file.find("llama.attention.head_count_kv") != nullptr
-                         ? static_cast<index_t>(file.get_uint("llama.attention.head_count_kv"))
-                         : m.cfg.n_heads;
-  m.cfg.max_seq_len = static_cast<index_t>(file.get_uint("llama.context_length"));
-  if (file.find("llama.rope.freq_base") != nullptr) {
-    m.cfg.rope_theta = static_cast<float>(file.get_float("llama.rope.freq_base"));
+  m.cfg.dim = static_cast<index_t>(file.get_uint(prefix + "embedding_length"));
+  m.cfg.n_layers = static_cast<index_t>(file.get_uint(prefix + "block_count"));
+  const std::vector<index_t> hidden =
+      detail::gguf_per_block(file, prefix + "feed_forward_length", m.cfg.n_layers);
+  const std::vector<index_t> heads =
+      detail::gguf_per_block(file, prefix + "attention.head_count", m.cfg.n_layers);
+  // Without head_count_kv every head has its own key/value head (llama.cpp's default).
+  const std::vector<index_t> kv_heads =
+      has("attention.head_count_kv")
+          ? detail::gguf_per_block(file, prefix + "attention.head_count_kv", m.cfg.n_layers)
+          : heads;
+  std::vector<block_shape> shapes;
+  for (std::size_t l = 0; l < heads.size(); ++l)
+    shapes.push_back(block_shape{heads[l], kv_heads[l], hidden[l]});
+  const bool uniform =
+      std::all_of(shapes.begin(), shapes.end(), [&](const block_shape& b) { return b == shapes.front(); });
+  if (has("attention.key_length")) {
+    m.cfg.head_size = static_cast<index_t>(file.get_uint(prefix + "attention.key_length"));
+    if (has("attention.value_length") &&
+        static_cast<index_t>(file.get_uint(prefix + "attention.value_length")) != m.cfg.head_size)
+      SURGEON_THROW(io_error, "GGUF model has keys of {} and values of {} per head; surgeon needs them equal",
+                    m.cfg.head_size, file.get_uint(prefix + "attention.value_length"));
+  } else if (!uniform && !shapes.empty()) {
+    // llama.cpp derives the head size from block 0 (hparams.n_head() reads layer 0).
+    if (shapes.front().n_heads == 0)
+      SURGEON_THROW(io_error, "GGUF model has no {}attention.key_length and block 0 has no heads", prefix);
+    m.cfg.head_size = m.cfg.dim / shapes.front().n_heads;
   }
-  if (file.find("llama.attention.layer_norm_rms_epsilon") != nullptr) {
-    m.cfg.norm_eps = static_cast<float>(file.get_float("llama.attention.layer_norm_rms_epsilon"));
+  if (uniform && !shapes.empty()) {
+    m.cfg.n_heads = shapes.front().n_heads;
+    m.cfg.n_kv_heads = shapes.front().n_kv_heads;
+    m.cfg.hidden_dim = shapes.front().hidden_dim;
+  } else {
+    for (const block_shape& b : shapes) {
+      m.cfg.n_heads = std::max(m.cfg.n_heads, b.n_heads);
+      m.cfg.n_kv_heads = std::max(m.cfg.n_kv_heads, b.n_kv_heads);
+      m.cfg.hidden_dim = std::max(m.cfg.hidden_dim, b.hidden_dim);
+    }
+    m.cfg.blocks = shapes;
+  }
+  m.cfg.max_seq_len = static_cast<index_t>(file.get_uint(prefix + "context_length"));
+  if (has("rope.freq_base")) m.cfg.rope_theta = static_cast<float>(file.get_float(prefix + "rope.freq_base"));
+  if (has("attention.layer_norm_rms_epsilon")) {
+    m.cfg.norm_eps = static_cast<float>(file.get_float(prefix + "attention.layer_norm_rms_epsilon"));
   }
   const auto& embedding = file.info("token_embd.weight");
   if (embedding.ne.size() != 2) SURGEON_THROW(io_error, "GGUF token_embd.weight is not a matrix");
@@ -103,8 +178,9 @@ inline model from_gguf(const io::gguf_reader& file) {
   for (index_t l = 0; l < m.cfg.n_layers; ++l) {
     block_weights b;
     for (const block_tensor& t : block_tensors) {
-      b.*t.weights = detail::gguf_matrix(file, gguf_tensor_name(l, t), extent_of(t.rows, m.cfg),
-                                         extent_of(t.cols, m.cfg));
+      if (tensor_size(t, m.cfg, l) == 0) continue;  // a part this block does not have: no tensor in the file
+      b.*t.weights = detail::gguf_matrix(file, gguf_tensor_name(l, t), extent_of(t.rows, m.cfg, l),
+                                         extent_of(t.cols, m.cfg, l));
     }
     m.blocks.push_back(std::move(b));
   }

@@ -37,16 +37,20 @@ struct model {
     host_matrix_view<float> view() const { return host_matrix_view<float>(weight->data(), rows, cols); }
   };
 
-  /// @brief The weight vector and shape `[out, in]` of one linear layer.
+  /// @brief The weight vector and shape `[out, in]` of one linear layer, for the block's own shape
+  /// (0 rows for the attention of an attention-free block, the FFN of an FFN-free one). O(1).
+  /// @throws logic_error when `layer` is not a block.
   linear_ref linear(index_t layer, linear_kind kind) {
     SURGEON_EXPECTS(layer >= 0 && layer < cfg.n_layers, "llama::model: layer {} out of range", layer);
     block_weights& b = blocks[static_cast<std::size_t>(layer)];
     const block_tensor& t = linear_tensor(kind);
-    return linear_ref{linear_name(layer, kind), input_key(layer, kind), layer, kind, &(b.*t.weights),
-                      extent_of(t.rows, cfg),   extent_of(t.cols, cfg)};
+    return linear_ref{
+        linear_name(layer, kind),      input_key(layer, kind),       layer, kind, &(b.*t.weights),
+        extent_of(t.rows, cfg, layer), extent_of(t.cols, cfg, layer)};
   }
 
-  /// @brief Every prunable linear layer, block by block in `all_linear_kinds` order.
+  /// @brief Every linear layer, block by block in `all_linear_kinds` order, empty ones (of an
+  /// attention-free or FFN-free block) included. O(layers).
   std::vector<linear_ref> linear_layers() {
     std::vector<linear_ref> result;
     for (index_t l = 0; l < cfg.n_layers; ++l) {
@@ -71,7 +75,7 @@ struct model {
                     "llama::model: {} blocks, expected {}", blocks.size(), cfg.n_layers);
     for (std::size_t l = 0; l < blocks.size(); ++l) {
       for (const block_tensor& t : block_tensors) {
-        expect(blocks[l].*t.weights, extent_of(t.rows, cfg) * extent_of(t.cols, cfg),
+        expect(blocks[l].*t.weights, tensor_size(t, cfg, static_cast<index_t>(l)),
                gguf_tensor_name(static_cast<index_t>(l), t).c_str());
       }
     }

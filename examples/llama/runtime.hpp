@@ -313,68 +313,86 @@ class runtime {
   // numbered in the order a block computes them (q/k/v share the first, gate/up the third).
   static int delivery_index(linear_kind kind) { return static_cast<int>(linear_tensor(kind).input); }
 
-  // One block, in place on x. With a cache, keeps what the backward pass needs; with hooks, hands
-  // the layer inputs to them as they are computed. With `stop_after`, returns right after that
-  // input is handed over, leaving x as it was (the caller discards it).
+  // One block, in place on x, with the block's own shape: an attention-free block (0 heads) adds
+  // nothing for attention, an FFN-free one nothing for the FFN, and neither hands those inputs to
+  // the hooks (there are no such layers to calibrate). With a cache, keeps what the backward pass
+  // needs; with hooks, hands the layer inputs to them as they are computed. With `stop_after`,
+  // returns right after that input is handed over (or where it would have been, in a block without
+  // that part), leaving x as it was (the caller discards it).
   void block_forward(index_t layer, matrix& x, index_t batch, index_t seq, block_cache* cache,
                      const hooks* h = nullptr, std::optional<linear_kind> stop_after = std::nullopt) {
     const config& cfg = model_->cfg;
+    const block_shape shape = cfg.block(layer);
     const block_weights& b = model_->blocks[static_cast<std::size_t>(layer)];
     const index_t d = cfg.dim;
-    const index_t kv = cfg.kv_dim();
     const index_t hd = cfg.head_dim();
-    const index_t group = cfg.n_heads / cfg.n_kv_heads;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const index_t qd = shape.n_heads * hd;
+    const index_t kv = shape.n_kv_heads * hd;
+    const index_t hidden = shape.hidden_dim;
     const int stop = stop_after ? delivery_index(*stop_after) : -1;  // -1: run the whole block
 
     std::vector<float> r1;
-    matrix h1 = rms_norm(x, b.attn_norm, &r1);
-    deliver_input(h, layer, linear_kind::attn_q, h1);
-    if (stop == 0) return;
-    matrix q = h1 * weight(b.wq, d, d).transpose();
-    matrix k = h1 * weight(b.wk, kv, d).transpose();
-    matrix v = h1 * weight(b.wv, kv, d).transpose();
-    rope(q, seq, 1.0f);
-    rope(k, seq, 1.0f);
-    matrix o(x.rows(), d);
-    if (cache) cache->probs.resize(static_cast<std::size_t>(batch * cfg.n_heads));
-    matrix scores(seq, seq);
-    for (index_t s = 0; s < batch; ++s) {
-      for (index_t head = 0; head < cfg.n_heads; ++head) {
-        const index_t kv_head = head / group;
-        scores.noalias() =
-            q.block(s * seq, head * hd, seq, hd) * k.block(s * seq, kv_head * hd, seq, hd).transpose();
-        for (index_t i = 0; i < seq; ++i) {
-          float* row = scores.row(i).data();
-          float top = -std::numeric_limits<float>::infinity();
-          for (index_t j = 0; j <= i; ++j) top = std::max(top, row[j] *= scale);
-          float sum = 0.0f;
-          for (index_t j = 0; j <= i; ++j) sum += row[j] = std::exp(row[j] - top);
-          const float inverse = 1.0f / sum;
-          for (index_t j = 0; j <= i; ++j) row[j] *= inverse;
-          for (index_t j = i + 1; j < seq; ++j) row[j] = 0.0f;
+    matrix h1, q, k, v, o;
+    matrix x2;
+    if (shape.n_heads > 0) {
+      const index_t group = shape.n_heads / shape.n_kv_heads;
+      const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      h1 = rms_norm(x, b.attn_norm, &r1);
+      deliver_input(h, layer, linear_kind::attn_q, h1);
+      if (stop == 0) return;
+      q = h1 * weight(b.wq, qd, d).transpose();
+      k = h1 * weight(b.wk, kv, d).transpose();
+      v = h1 * weight(b.wv, kv, d).transpose();
+      rope(q, seq, 1.0f);
+      rope(k, seq, 1.0f);
+      o.resize(x.rows(), qd);
+      if (cache) cache->probs.resize(static_cast<std::size_t>(batch * shape.n_heads));
+      matrix scores(seq, seq);
+      for (index_t s = 0; s < batch; ++s) {
+        for (index_t head = 0; head < shape.n_heads; ++head) {
+          const index_t kv_head = head / group;
+          scores.noalias() =
+              q.block(s * seq, head * hd, seq, hd) * k.block(s * seq, kv_head * hd, seq, hd).transpose();
+          for (index_t i = 0; i < seq; ++i) {
+            float* row = scores.row(i).data();
+            float top = -std::numeric_limits<float>::infinity();
+            for (index_t j = 0; j <= i; ++j) top = std::max(top, row[j] *= scale);
+            float sum = 0.0f;
+            for (index_t j = 0; j <= i; ++j) sum += row[j] = std::exp(row[j] - top);
+            const float inverse = 1.0f / sum;
+            for (index_t j = 0; j <= i; ++j) row[j] *= inverse;
+            for (index_t j = i + 1; j < seq; ++j) row[j] = 0.0f;
+          }
+          o.block(s * seq, head * hd, seq, hd).noalias() = scores * v.block(s * seq, kv_head * hd, seq, hd);
+          if (cache) cache->probs[static_cast<std::size_t>(s * shape.n_heads + head)] = scores;
         }
-        o.block(s * seq, head * hd, seq, hd).noalias() = scores * v.block(s * seq, kv_head * hd, seq, hd);
-        if (cache) cache->probs[static_cast<std::size_t>(s * cfg.n_heads + head)] = scores;
       }
+      deliver_input(h, layer, linear_kind::attn_output, o);
+      if (stop == 1) return;
+      x2 = x + o * weight(b.wo, d, qd).transpose();
+    } else {
+      if (stop == 0 || stop == 1) return;
+      x2 = x;
     }
-    deliver_input(h, layer, linear_kind::attn_output, o);
-    if (stop == 1) return;
-    matrix x2 = x + o * weight(b.wo, d, d).transpose();
     std::vector<float> r2;
-    matrix h2 = rms_norm(x2, b.ffn_norm, &r2);
-    deliver_input(h, layer, linear_kind::ffn_gate, h2);
-    if (stop == 2) return;
-    matrix gate = h2 * weight(b.w_gate, cfg.hidden_dim, d).transpose();
-    matrix up = h2 * weight(b.w_up, cfg.hidden_dim, d).transpose();
-    matrix act(gate.rows(), gate.cols());
-    for (index_t n = 0; n < gate.rows(); ++n) {
-      for (index_t j = 0; j < gate.cols(); ++j) act(n, j) = silu(gate(n, j)) * up(n, j);
-    }
-    deliver_input(h, layer, linear_kind::ffn_down, act);
-    if (stop == 3) return;
+    matrix h2, gate, up, act;
     matrix x3 = x2;
-    x3.noalias() += act * weight(b.w_down, d, cfg.hidden_dim).transpose();
+    if (hidden > 0) {
+      h2 = rms_norm(x2, b.ffn_norm, &r2);
+      deliver_input(h, layer, linear_kind::ffn_gate, h2);
+      if (stop == 2) return;
+      gate = h2 * weight(b.w_gate, hidden, d).transpose();
+      up = h2 * weight(b.w_up, hidden, d).transpose();
+      act.resize(gate.rows(), gate.cols());
+      for (index_t n = 0; n < gate.rows(); ++n) {
+        for (index_t j = 0; j < gate.cols(); ++j) act(n, j) = silu(gate(n, j)) * up(n, j);
+      }
+      deliver_input(h, layer, linear_kind::ffn_down, act);
+      if (stop == 3) return;
+      x3.noalias() += act * weight(b.w_down, d, hidden).transpose();
+    } else if (stop == 2 || stop == 3) {
+      return;
+    }
     if (cache) {
       cache->x = std::move(x);
       cache->h1 = std::move(h1);
@@ -476,49 +494,58 @@ class runtime {
     }
   }
 
-  // dx: gradient of the summed loss at the block output on entry, at its input on return.
+  // dx: gradient of the summed loss at the block output on entry, at its input on return. A part
+  // the block does not have (0 heads, FFN width 0) passes the gradient through unchanged.
   void block_backward(index_t layer, block_cache& c, matrix& dx, index_t batch, index_t seq, const hooks& h) {
     const config& cfg = model_->cfg;
+    const block_shape shape = cfg.block(layer);
     const block_weights& b = model_->blocks[static_cast<std::size_t>(layer)];
     const index_t d = cfg.dim;
-    const index_t kv = cfg.kv_dim();
     const index_t hd = cfg.head_dim();
-    const index_t hidden = cfg.hidden_dim;
-    const index_t group = cfg.n_heads / cfg.n_kv_heads;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const index_t qd = shape.n_heads * hd;
+    const index_t kv = shape.n_kv_heads * hd;
+    const index_t hidden = shape.hidden_dim;
 
     // MLP: x3 = x2 + down(silu(gate) * up).
-    const matrix& df = dx;
-    deliver(h, layer, linear_kind::ffn_down, c.s, df, true);
-    const matrix ds = df * weight(b.w_down, d, hidden);
-    matrix dgate(ds.rows(), hidden);
-    matrix dup(ds.rows(), hidden);
-    for (index_t n = 0; n < ds.rows(); ++n) {
-      for (index_t j = 0; j < hidden; ++j) {
-        const float z = c.gate(n, j);
-        const float sigma = 1.0f / (1.0f + std::exp(-z));
-        dup(n, j) = ds(n, j) * z * sigma;
-        dgate(n, j) = ds(n, j) * c.up(n, j) * sigma * (1.0f + z * (1.0f - sigma));
-      }
-    }
-    deliver(h, layer, linear_kind::ffn_gate, c.h2, dgate, true);
-    deliver(h, layer, linear_kind::ffn_up, c.h2, dup, false);
-    matrix dh2 = dgate * weight(b.w_gate, hidden, d);
-    dh2.noalias() += dup * weight(b.w_up, hidden, d);
     matrix dx2 = dx;
-    rms_norm_backward(c.x2, b.ffn_norm, c.r2, dh2, dx2);
+    if (hidden > 0) {
+      const matrix& df = dx;
+      deliver(h, layer, linear_kind::ffn_down, c.s, df, true);
+      const matrix ds = df * weight(b.w_down, d, hidden);
+      matrix dgate(ds.rows(), hidden);
+      matrix dup(ds.rows(), hidden);
+      for (index_t n = 0; n < ds.rows(); ++n) {
+        for (index_t j = 0; j < hidden; ++j) {
+          const float z = c.gate(n, j);
+          const float sigma = 1.0f / (1.0f + std::exp(-z));
+          dup(n, j) = ds(n, j) * z * sigma;
+          dgate(n, j) = ds(n, j) * c.up(n, j) * sigma * (1.0f + z * (1.0f - sigma));
+        }
+      }
+      deliver(h, layer, linear_kind::ffn_gate, c.h2, dgate, true);
+      deliver(h, layer, linear_kind::ffn_up, c.h2, dup, false);
+      matrix dh2 = dgate * weight(b.w_gate, hidden, d);
+      dh2.noalias() += dup * weight(b.w_up, hidden, d);
+      rms_norm_backward(c.x2, b.ffn_norm, c.r2, dh2, dx2);
+    }
+    if (shape.n_heads == 0) {
+      dx = std::move(dx2);
+      return;
+    }
 
     // Attention: x2 = x + wo(attention(rope(q), rope(k), v)).
+    const index_t group = shape.n_heads / shape.n_kv_heads;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     deliver(h, layer, linear_kind::attn_output, c.o, dx2, true);
-    const matrix dout = dx2 * weight(b.wo, d, d);
-    matrix dq = matrix::Zero(c.q.rows(), d);
+    const matrix dout = dx2 * weight(b.wo, d, qd);
+    matrix dq = matrix::Zero(c.q.rows(), qd);
     matrix dk = matrix::Zero(c.k.rows(), kv);
     matrix dv = matrix::Zero(c.v.rows(), kv);
     matrix dp(seq, seq);
     for (index_t s = 0; s < batch; ++s) {
-      for (index_t head = 0; head < cfg.n_heads; ++head) {
+      for (index_t head = 0; head < shape.n_heads; ++head) {
         const index_t kv_head = head / group;
-        const matrix& p = c.probs[static_cast<std::size_t>(s * cfg.n_heads + head)];
+        const matrix& p = c.probs[static_cast<std::size_t>(s * shape.n_heads + head)];
         const auto dout_h = dout.block(s * seq, head * hd, seq, hd);
         dp.noalias() = dout_h * c.v.block(s * seq, kv_head * hd, seq, hd).transpose();
         dv.block(s * seq, kv_head * hd, seq, hd).noalias() += p.transpose() * dout_h;
@@ -538,7 +565,7 @@ class runtime {
     deliver(h, layer, linear_kind::attn_q, c.h1, dq, true);
     deliver(h, layer, linear_kind::attn_k, c.h1, dk, false);
     deliver(h, layer, linear_kind::attn_v, c.h1, dv, false);
-    matrix dh1 = dq * weight(b.wq, d, d);
+    matrix dh1 = dq * weight(b.wq, qd, d);
     dh1.noalias() += dk * weight(b.wk, kv, d);
     dh1.noalias() += dv * weight(b.wv, kv, d);
     rms_norm_backward(c.x, b.attn_norm, c.r1, dh1, dx2);

@@ -95,13 +95,146 @@ inline save_summary write_gguf(const std::string& input, const std::string& outp
   return summary;
 }
 
+/// @brief True when `m`'s blocks have the shapes (and head size) of the model in `reader`, so that
+/// every tensor keeps its shape and the file's metadata still describes the model. O(layers).
+/// @throws io_error if `reader` is not a model surgeon reads (as `from_gguf`'s keys).
+inline bool same_block_shapes(const io::gguf_reader& reader, const model& m) {
+  const std::string arch = reader.get_string("general.architecture");
+  const std::string prefix = arch + ".";
+  const auto layers = static_cast<index_t>(reader.get_uint(prefix + "block_count"));
+  if (layers != m.cfg.n_layers) return false;
+  const std::vector<index_t> hidden = detail::gguf_per_block(reader, prefix + "feed_forward_length", layers);
+  const std::vector<index_t> heads = detail::gguf_per_block(reader, prefix + "attention.head_count", layers);
+  const std::vector<index_t> kv_heads =
+      reader.find(prefix + "attention.head_count_kv") != nullptr
+          ? detail::gguf_per_block(reader, prefix + "attention.head_count_kv", layers)
+          : heads;
+  for (index_t l = 0; l < layers; ++l) {
+    const auto i = static_cast<std::size_t>(l);
+    if (m.cfg.block(l) != block_shape{heads[i], kv_heads[i], hidden[i]}) return false;
+  }
+  const index_t file_head_size = reader.find(prefix + "attention.key_length") != nullptr
+                                     ? static_cast<index_t>(reader.get_uint(prefix + "attention.key_length"))
+                                     : (heads.front() > 0 ? m.cfg.dim / heads.front() : 0);
+  return file_head_size == m.cfg.head_dim();
+}
+
+/// @brief GGUF → GGUF "deci" (llama.cpp's architecture whose blocks each have their own shape), for
+/// a model whose blocks no longer have the input's shapes (`compact`). Metadata is copied with
+/// every "<arch>." key renamed "deci."; deci.feed_forward_length, deci.attention.head_count and
+/// deci.attention.head_count_kv become INT32 arrays of one entry per block (as gguf-py writes
+/// them), and deci.attention.key_length, deci.attention.value_length and deci.rope.dimension_count
+/// the head size. Tensors keep the input's order with the model's shapes (ne = [cols, rows]); the
+/// tensors of parts a block no longer has are not written (llama.cpp refuses tensors it does not
+/// create), attn_norm included for a block with 0 heads and ffn_norm for a block with FFN width 0.
+/// Element types as `write_gguf`. Cost: O(parameters) conversion; the file is built in memory.
+/// @throws io_error if `input` cannot be read or `output` written (atomically); logic_error if
+///         `type` is not one `write_gguf` accepts.
+inline save_summary write_deci_gguf(const std::string& input, const std::string& output, const model& m,
+                                    io::ggml_type type) {
+  using io::ggml_type;
+  SURGEON_EXPECTS(io::can_quantize(type), "write_deci_gguf: surgeon cannot write {} matrices",
+                  io::ggml_type_name(type));
+  m.validate();
+  const io::gguf_reader reader = io::gguf_reader::open(input);
+  const std::string old_prefix = reader.get_string("general.architecture") + ".";
+  io::gguf_writer writer;
+  for (const auto& [key, value] : reader.metadata()) {
+    if (key.compare(0, old_prefix.size(), old_prefix) == 0) {
+      writer.set("deci." + key.substr(old_prefix.size()), value);
+    } else {
+      writer.set(key, value);
+    }
+  }
+  writer.set_string("general.architecture", "deci");
+  writer.set_uint32("general.file_type", llama_file_type(type));
+  std::vector<std::int32_t> hidden, heads, kv_heads;
+  for (index_t l = 0; l < m.cfg.n_layers; ++l) {
+    const block_shape b = m.cfg.block(l);
+    hidden.push_back(static_cast<std::int32_t>(b.hidden_dim));
+    heads.push_back(static_cast<std::int32_t>(b.n_heads));
+    kv_heads.push_back(static_cast<std::int32_t>(b.n_kv_heads));
+  }
+  writer.set("deci.feed_forward_length", io::gguf_value::array(hidden));
+  writer.set("deci.attention.head_count", io::gguf_value::array(heads));
+  writer.set("deci.attention.head_count_kv", io::gguf_value::array(kv_heads));
+  const auto head_size = static_cast<std::uint32_t>(m.cfg.head_dim());
+  writer.set_uint32("deci.attention.key_length", head_size);
+  writer.set_uint32("deci.attention.value_length", head_size);
+  writer.set_uint32("deci.rope.dimension_count", head_size);
+
+  // The model's arrays with their GGUF shapes (fastest dimension first); an empty array is a part
+  // the block no longer has and is left out.
+  struct array_entry {
+    const std::vector<float>* values;
+    std::vector<std::int64_t> ne;
+    bool written = false;
+  };
+  std::map<std::string, array_entry> arrays;
+  std::vector<std::string> order;  // the model's arrays in block order, for any the input lacks
+  const auto vocab = static_cast<std::int64_t>(m.cfg.vocab_size);
+  const auto dim = static_cast<std::int64_t>(m.cfg.dim);
+  auto add_array = [&](const std::string& name, const std::vector<float>& values,
+                       std::vector<std::int64_t> ne) {
+    arrays[name] = array_entry{&values, std::move(ne)};
+    order.push_back(name);
+  };
+  add_array("token_embd.weight", m.token_embedding, {dim, vocab});
+  add_array("output_norm.weight", m.final_norm, {dim});
+  if (!m.cfg.tied_embeddings) add_array("output.weight", m.output, {dim, vocab});
+  for (index_t l = 0; l < m.cfg.n_layers; ++l) {
+    for (const block_tensor& t : block_tensors) {
+      const auto rows = static_cast<std::int64_t>(extent_of(t.rows, m.cfg, l));
+      const auto cols = static_cast<std::int64_t>(extent_of(t.cols, m.cfg, l));
+      std::vector<std::int64_t> ne =
+          t.kind ? std::vector<std::int64_t>{cols, rows} : std::vector<std::int64_t>{cols};
+      add_array(gguf_tensor_name(l, t), m.blocks[static_cast<std::size_t>(l)].*t.weights, std::move(ne));
+      if (rows * cols == 0) arrays[gguf_tensor_name(l, t)].written = true;  // absent: never written
+    }
+  }
+  save_summary summary;
+  auto add = [&](const std::string& name, const std::vector<std::int64_t>& ne, const float* data) {
+    ggml_type t = ne.size() >= 2 ? type : ggml_type::f32;
+    if (ne[0] % io::ggml_block_size(t) != 0) {
+      t = ggml_type::f16;
+      summary.f16_fallback.push_back(name);
+    }
+    writer.add_tensor(name, ne, t, data);
+  };
+  for (const io::gguf_tensor_info& info : reader.tensors()) {
+    const auto it = arrays.find(info.name);
+    if (it == arrays.end()) {  // a tensor the model does not hold (rope_freqs, ...): as it was
+      const std::vector<float> values = reader.dequantize(info);
+      add(info.name, info.ne, values.data());
+      continue;
+    }
+    if (it->second.written) continue;
+    add(info.name, it->second.ne, it->second.values->data());
+    it->second.written = true;
+  }
+  for (const std::string& name : order) {
+    array_entry& entry = arrays[name];
+    if (!entry.written) add(name, entry.ne, entry.values->data());
+    entry.written = true;
+  }
+  writer.write(output);
+  summary.bytes = std::filesystem::file_size(output);
+  return summary;
+}
+
 /// @brief Writes `m` to `output` in `format`, taking what the model does not hold (metadata, the
 /// llama2.c RoPE tables, GGUF tensors it does not read) from the file it was loaded from, `input`.
-/// `type` is the GGUF matrices' element type (llama2.c is always f32).
-/// @throws io_error if `input` cannot be read or `output` written.
+/// `type` is the GGUF matrices' element type (llama2.c is always f32). A GGUF model whose blocks
+/// no longer have the input's shapes (`compact`) is written as architecture "deci"
+/// (`write_deci_gguf`), otherwise as the input was (`write_gguf`).
+/// @throws io_error if `input` cannot be read or `output` written; logic_error for llama2.c output
+///         of a model whose blocks have other shapes than the checkpoint's (it needs a .gguf).
 inline save_summary save_model(model_format format, const std::string& input, const std::string& output,
                                const model& m, io::ggml_type type) {
-  if (format == model_format::gguf) return write_gguf(input, output, m, type);
+  if (format == model_format::gguf) {
+    if (!same_block_shapes(io::gguf_reader::open(input), m)) return write_deci_gguf(input, output, m, type);
+    return write_gguf(input, output, m, type);
+  }
   io::llama2c_checkpoint original = io::read_llama2c_checkpoint(input);
   io::write_llama2c_checkpoint(output, to_llama2c(m, std::move(original)));
   save_summary summary;

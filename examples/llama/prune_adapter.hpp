@@ -13,6 +13,8 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -140,11 +142,68 @@ class prune_adapter {
     }
   }
 
-  /// @brief Every linear layer (q, k, v, o, gate, up, down of every block), named "blk.L.attn_q".
+  /// @brief Every linear layer (q, k, v, o, gate, up, down of every block), named "blk.L.attn_q";
+  /// those of a part a block does not have (0 heads, FFN width 0) are empty and not listed.
   std::vector<prunable_matrix> matrices() {
     std::vector<prunable_matrix> result;
     for (const model::linear_ref& ref : model_.linear_layers()) {
+      if (ref.rows == 0 || ref.cols == 0) continue;  // a part the block does not have (0 heads or FFN width)
       result.push_back(prunable_matrix{ref.name, ref.input_key, ref.view()});
+    }
+    return result;
+  }
+
+  /// @brief The coupled units of every block (`structure::coupled`, surgeon-prune's
+  /// `--structure neurons-heads`), as indices into `matrices()`: FFN neuron i of block L
+  /// ("blk.L.ffn.i") is row i of gate and up and column i of down; query head h ("blk.L.head.h")
+  /// is its head_dim rows of q and head_dim columns of o; key/value head g ("blk.L.kv.g") is its
+  /// head_dim rows of k and v, a follower of the query heads that read it (h / (n_heads/n_kv_heads)
+  /// = g, llama.cpp's grouping), removed once they all are. O(Σ blocks' heads + FFN widths).
+  coupled_units units() {
+    const std::vector<prunable_matrix> listed = matrices();
+    std::map<std::string, std::size_t> index;
+    for (std::size_t k = 0; k < listed.size(); ++k) index.emplace(listed[k].name, k);
+    const auto find = [&index](index_t layer, linear_kind kind) {
+      const auto it = index.find(linear_name(layer, kind));
+      return it == index.end() ? std::optional<std::size_t>() : std::optional<std::size_t>(it->second);
+    };
+    coupled_units result;
+    const index_t head_dim = model_.cfg.head_dim();
+    for (index_t l = 0; l < model_.cfg.n_layers; ++l) {
+      const block_shape shape = model_.cfg.block(l);
+      const std::string prefix = block_prefix(l);
+      const auto gate = find(l, linear_kind::ffn_gate);
+      const auto up = find(l, linear_kind::ffn_up);
+      const auto down = find(l, linear_kind::ffn_down);
+      if (gate && up && down) {
+        for (index_t i = 0; i < shape.hidden_dim; ++i) {
+          result.units.push_back(coupled_unit{prefix + "ffn." + std::to_string(i),
+                                              {{*gate, line_kind::row, i, 1},
+                                               {*up, line_kind::row, i, 1},
+                                               {*down, line_kind::column, i, 1}}});
+        }
+      }
+      const auto q = find(l, linear_kind::attn_q);
+      const auto k = find(l, linear_kind::attn_k);
+      const auto v = find(l, linear_kind::attn_v);
+      const auto o = find(l, linear_kind::attn_output);
+      if (!(q && k && v && o)) continue;
+      const std::size_t first_head = result.units.size();
+      for (index_t h = 0; h < shape.n_heads; ++h) {
+        result.units.push_back(coupled_unit{
+            prefix + "head." + std::to_string(h),
+            {{*q, line_kind::row, h * head_dim, head_dim}, {*o, line_kind::column, h * head_dim, head_dim}}});
+      }
+      const index_t group = shape.n_heads / shape.n_kv_heads;
+      for (index_t g = 0; g < shape.n_kv_heads; ++g) {
+        follower_unit kv{coupled_unit{prefix + "kv." + std::to_string(g),
+                                      {{*k, line_kind::row, g * head_dim, head_dim},
+                                       {*v, line_kind::row, g * head_dim, head_dim}}},
+                         {}};
+        for (index_t h = g * group; h < (g + 1) * group; ++h)
+          kv.leaders.push_back(first_head + static_cast<std::size_t>(h));
+        result.followers.push_back(std::move(kv));
+      }
     }
     return result;
   }

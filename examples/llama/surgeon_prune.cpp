@@ -49,6 +49,7 @@
 #include "llama/cuda_prune.hpp"
 #endif
 #include "llama/cli.hpp"
+#include "llama/compact.hpp"
 #include "llama/layers.hpp"
 #include "llama/llama2c_model.hpp"
 #include "llama/load.hpp"
@@ -77,7 +78,7 @@ struct structure_choice {
   std::string name = "unstructured";
 };
 
-/// The --structure `text` (unstructured, rows-cols or N:M with 1 <= N <= M); nullopt, with the
+/// The --structure `text` (unstructured, rows-cols, neurons-heads or N:M with 1 <= N <= M); nullopt, with the
 /// reason in `why`, for anything else.
 std::optional<structure_choice> read_structure(const std::string& text, std::string& why) {
   structure_choice s;
@@ -87,9 +88,13 @@ std::optional<structure_choice> read_structure(const std::string& text, std::str
     s.what = surgeon::structure::rows_columns;
     return s;
   }
+  if (text == "neurons-heads") {
+    s.what = surgeon::structure::coupled;
+    return s;
+  }
   const auto colon = text.find(':');
   if (colon == std::string::npos) {
-    why = "needs unstructured, N:M or rows-cols, got '" + text + "'";
+    why = "needs unstructured, N:M, rows-cols or neurons-heads, got '" + text + "'";
     return std::nullopt;
   }
   const std::optional<long long> n = llama::cli::read_integer(text.substr(0, colon));
@@ -198,6 +203,7 @@ struct options {
   bool costs_on_host = false;
   double memory_budget_gb = -1.0;  ///< -1: auto; 0: no limit
   long long update_threads = 0;    ///< 0: auto (the hardware threads)
+  long long ffn_multiple = 32;     ///< neurons-heads: kept FFN widths rounded up to a multiple of this
   surgeon::io::ggml_type out_type = surgeon::io::ggml_type::f16;
   std::string out_type_name = "f16";
   int cuda_device = -1;  ///< -1: the CPU backend
@@ -253,7 +259,10 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
   for (const surgeon::method m : all_methods) methods.emplace_back(surgeon::to_string(m));
   app.add_option("--method", method, "how the weights to remove are chosen and the rest updated")
       ->check(CLI::IsMember(methods));
-  app.add_option("--structure", structure, "unstructured, N:M (2:4, 4:8, ...) or rows-cols")
+  app.add_option(
+         "--structure", structure,
+         "unstructured, N:M (2:4, 4:8, ...), rows-cols (independent rows and columns, zeroed in place) "
+         "or neurons-heads (FFN neurons and attention heads, cut out of the written GGUF)")
       ->check(CLI::Validator(
           [](std::string& text) {
             std::string why;
@@ -263,7 +272,7 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
       ->type_name("STRUCTURE");
   app.add_option("--density", o.density, "fraction of the pruned matrices' weights kept, in (0, 1]")
       ->transform(cli::real_number());
-  app.add_option("--shots", shots, "pruning shots (auto: 1, rows-cols 8)")
+  app.add_option("--shots", shots, "pruning shots (auto: 1, rows-cols and neurons-heads 8)")
       ->type_name("auto|INT")
       ->check(cli::keyword_or("auto", cli::integer_at_least(1)));
   app.add_option("--nsamples", o.nsamples, "calibration windows per shot")
@@ -320,6 +329,10 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
                  "element type of the written matrices (GGUF only; norms stay f32; q8_0 keeps every pruned "
                  "weight exactly zero, rows that are not whole blocks of 32 are written f16)")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
+  app.add_option("--ffn-multiple", o.ffn_multiple,
+                 "neurons-heads: each block's kept FFN width is rounded up to a multiple of this with zero "
+                 "neurons (exact; quantised types store rows in blocks of 32; 1: no rounding)")
+      ->transform(cli::integer_at_least(1));
   app.add_option("--device", device, "where the pruning runs (cuda = cuda:0)")
       ->check(CLI::Validator(
           [](std::string& text) {
@@ -389,7 +402,7 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
     if (o.costs_on_host && o.cuda_device < 0) cli::refuse("--costs-on-host needs --device cuda");
     const bool layer_local = o.how == surgeon::method::sparsegpt || o.how == surgeon::method::wanda;
     if (sequential && !layer_local &&
-        !(o.how == surgeon::method::llm_surgeon && o.shape.what != surgeon::structure::rows_columns))
+        !(o.how == surgeon::method::llm_surgeon && !surgeon::removes_lines(o.shape.what)))
       cli::refuse(
           "--sequential needs --method sparsegpt, wanda, or llm-surgeon with element masks (unstructured, "
           "N:M); the others take one global threshold from one pass");
@@ -410,6 +423,16 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
     if (gguf_in != gguf_out)
       cli::refuse(gguf_in ? "a GGUF model is written as GGUF: --out must end in .gguf"
                           : "a llama2.c model is written as llama2.c: --out must not end in .gguf");
+    if (!gguf_in && o.shape.what == surgeon::structure::coupled)
+      cli::refuse(
+          "--structure neurons-heads writes a model whose blocks have different widths, which a llama2.c "
+          "checkpoint cannot hold: convert the model to GGUF first");
+    if (o.shape.what == surgeon::structure::coupled &&
+        !(o.how == surgeon::method::llm_surgeon || o.how == surgeon::method::kobd ||
+          o.how == surgeon::method::lobd || o.how == surgeon::method::magnitude))
+      cli::refuse(
+          "--structure neurons-heads needs --method llm-surgeon, kobd, lobd or magnitude (a row and "
+          "column score)");
   });
 }
 
@@ -574,6 +597,37 @@ int main(int argc, char** argv) {
     const counts c = count_parameters(m);
     const double achieved_density = 1.0 - static_cast<double>(c.zeros) / static_cast<double>(c.prunable);
 
+    // Coupled units are cut out of the model: a smaller one that computes the same function.
+    std::optional<llama::compact_summary> compacted;
+    std::optional<llama::perplexity_result> compacted_result;
+    if (o.shape.what == surgeon::structure::coupled) {
+      compacted = llama::compact(m, static_cast<index_t>(o.ffn_multiple));
+      // The check that nothing but zeros went: the first text's perplexity on the cut model.
+      llama::runtime cut_runtime(m);
+      llama::progress_bar cut_bar("compacted perplexity", pruned_results.front().windows);
+      compacted_result =
+          llama::perplexity(cut_runtime, evals.front(), seqlen, static_cast<index_t>(o.eval_windows), 4,
+                            [&](index_t done, index_t, double running) {
+                              cut_bar.update(done, fmt::format("ppl {:.4f}", running));
+                            });
+      index_t padding_heads = 0, padding_hidden = 0;
+      std::string shapes;
+      for (const llama::compacted_block& b : compacted->blocks) {
+        padding_heads += b.padding_heads;
+        padding_hidden += b.padding_hidden;
+        shapes += fmt::format("{}{}/{}/{}", shapes.empty() ? "" : " ", b.after.n_heads, b.after.n_kv_heads,
+                              b.after.hidden_dim);
+      }
+      fmt::print(
+          "compacted parameters={} of {} ({:.4f}) zero_padding_heads={} zero_padding_neurons={} "
+          "ffn_multiple={} ppl_compacted={:.6f} (ppl_pruned {:.6f})\nblocks heads/kv_heads/ffn: {}\n",
+          compacted->parameters_after, compacted->parameters_before,
+          static_cast<double>(compacted->parameters_after) /
+              static_cast<double>(compacted->parameters_before),
+          padding_heads, padding_hidden, o.ffn_multiple, compacted_result->ppl, pruned_results.front().ppl,
+          shapes);
+    }
+
     // The pruned model.
     const llama::save_summary saved =
         llama::save_model(loaded.format, o.model_path, o.out_path, m, o.out_type);
@@ -626,6 +680,22 @@ int main(int argc, char** argv) {
       j["unpruned_parameters"] = c.unpruned;
       j["parameters"] = c.prunable + c.unpruned;
       if (o.shape.what == surgeon::structure::rows_columns) j["shrunk_parameters"] = c.shrunk;
+      if (compacted) {
+        json blocks = json::array();
+        for (const llama::compacted_block& b : compacted->blocks) {
+          blocks.push_back({{"heads", b.after.n_heads},
+                            {"kv_heads", b.after.n_kv_heads},
+                            {"ffn", b.after.hidden_dim},
+                            {"padding_heads", b.padding_heads},
+                            {"padding_kv_heads", b.padding_kv_heads},
+                            {"padding_ffn", b.padding_hidden}});
+        }
+        j["compacted"] = {{"parameters_before", compacted->parameters_before},
+                          {"parameters_after", compacted->parameters_after},
+                          {"ffn_multiple", o.ffn_multiple},
+                          {"ppl_compacted", compacted_result->ppl},
+                          {"blocks", blocks}};
+      }
       const llama::calibration_counts& work = adapter.calibration_work();
       j["calibration"] = {{"passes", work.passes},
                           {"forward_batches", work.forward_batches},

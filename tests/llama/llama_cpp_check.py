@@ -11,14 +11,24 @@ Then "prune, then llama-quantize": llama-quantize turns the pruned F16 file into
 own fallbacks for rows that are not whole 256-blocks) and Q8_0; surgeon reads llama.cpp's
 quantised files (K-quants included) and its perplexity on them agrees with llama.cpp's to 1e-2,
 and every tensor surgeon dequantises equals gguf-py's dequantisation bit for bit.
+Compaction (compact_check.cpp): stories260K with a fixed set of FFN neurons and attention heads
+zeroed (whole FFNs and attentions of blocks, a whole KV group, block 0 without heads), compacted and
+written as GGUF "deci": llama.cpp loads it, its perplexity agrees with surgeon-ppl's on the same file
+to 1e-3 relative, and surgeon-ppl's on it equals surgeon-ppl's on the uncompacted zeroed model to
+1e-4; llama-simple generates from it. Then surgeon-prune --structure neurons-heads (LLM Surgeon, on
+stories260K and SmolLM2) cuts the pruned units out of the file it writes: the cut model's
+perplexity equals the zeroed one's to 1e-4 (the report's ppl_compacted against ppl_pruned), and
+llama.cpp scores the written file as surgeon-ppl does, to 1e-3.
 
     llama_cpp_check.py --llama-cpp BUILD --wheel W --model M.gguf --tokenizer TOK --calib C --eval E
-                       --prune surgeon-prune --ppl surgeon-ppl --test-gguf test_gguf --work DIR
+                       --prune surgeon-prune --ppl surgeon-ppl --test-gguf test_gguf
+                       --compact-check compact_check --work DIR
                        [--smollm2 PATH]
 
 Exits 77 (skipped) when llama.cpp's build, the wheel or an input is absent.
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -49,6 +59,7 @@ def main() -> int:
     for flag in ["llama-cpp", "wheel", "model", "tokenizer", "calib", "eval", "prune", "ppl", "work"]:
         parser.add_argument("--" + flag, required=True)
     parser.add_argument("--test-gguf", required=True, help="the test_gguf binary")
+    parser.add_argument("--compact-check", required=True, help="the compact_check binary")
     parser.add_argument("--smollm2", default="")
     parser.add_argument("--cxx", default="c++")
     args = parser.parse_args()
@@ -87,6 +98,7 @@ def main() -> int:
               f"(tolerance {tolerance:g})", flush=True)
         if relative > tolerance:
             fail(f"{label}: perplexities differ by {relative:.2e}")
+        return ours
 
     def generate(model, label):
         out = run([tools["llama-simple"], "-m", model, "-n", "16", "Once upon a time"])
@@ -136,9 +148,56 @@ def main() -> int:
             fail(f"{label}: surgeon's dequantisation differs from gguf-py's (exit {p.returncode})")
         print(f"  {label}: tensor types {types}, every tensor dequantised as gguf-py does", flush=True)
 
+    def check_compaction(model, tokenizer, seqlen, windows, label):
+        # The zeroed model as it is, and compacted to GGUF "deci": the same function.
+        zeroed = os.path.join(args.work, f"{label}_zeroed.gguf")
+        compact = os.path.join(args.work, f"{label}_compact.gguf")
+        print(run([args.compact_check, model, zeroed, compact]), end="", flush=True)
+        arch = gguf.GGUFReader(compact).fields["general.architecture"]
+        if bytes(arch.parts[arch.data[0]]).decode() != "deci":
+            fail(f"{label}: the compacted file is not GGUF 'deci'")
+        ppl_compact = compare(compact, tokenizer, seqlen, windows, 1e-3, f"{label} compacted (deci)")
+        cmd = [args.ppl, "--model", zeroed, "--text", args.eval, "--seqlen", str(seqlen), "--max-windows",
+               str(windows)] + (["--tokenizer", tokenizer] if tokenizer else [])
+        ppl_zeroed = last_ppl(run(cmd))
+        relative = abs(ppl_compact - ppl_zeroed) / ppl_zeroed
+        print(f"  {label}: surgeon-ppl zeroed {ppl_zeroed:.6f}  compacted {ppl_compact:.6f}  relative "
+              f"{relative:.2e} (tolerance 1e-4)", flush=True)
+        if relative > 1e-4:
+            fail(f"{label}: compaction changed the perplexity by {relative:.2e}")
+        generate(compact, f"{label} compacted (deci)")
+
+    def check_units(model, tokenizer, seqlen, windows, nsamples, density, shots, label):
+        # surgeon-prune --structure neurons-heads: the units cut out of the written GGUF ("deci"
+        # when the blocks differ), which scores as the zeroed model did.
+        out = os.path.join(args.work, f"{label}_neurons_heads.gguf")
+        report = out + ".json"
+        cmd = [args.prune, "--model", model, "--calib", args.calib, "--eval", args.eval, "--method", "llm-surgeon",
+               "--structure", "neurons-heads", "--density", density, "--shots", shots, "--nsamples", str(nsamples),
+               "--seqlen", str(seqlen), "--eval-windows", str(windows), "--out", out, "--report", report]
+        run(cmd + (["--tokenizer", tokenizer] if tokenizer else []))
+        with open(report) as f:
+            r = json.load(f)
+        compacted = r["compacted"]
+        if not compacted["parameters_after"] < compacted["parameters_before"]:
+            fail(f"{label}: neurons-heads cut nothing out")
+        relative = abs(compacted["ppl_compacted"] - r["ppl_pruned"]) / r["ppl_pruned"]
+        print(f"  {label} neurons-heads: parameters {compacted['parameters_before']} -> "
+              f"{compacted['parameters_after']}, pruned {r['ppl_pruned']:.6f} compacted "
+              f"{compacted['ppl_compacted']:.6f} relative {relative:.2e} (tolerance 1e-4)", flush=True)
+        if relative > 1e-4:
+            fail(f"{label}: cutting the units out changed the perplexity by {relative:.2e}")
+        compare(out, tokenizer, seqlen, windows, 1e-3, f"{label} neurons-heads f16")
+        generate(out, f"{label} neurons-heads")
+
+    check_compaction(args.model, args.tokenizer, 128, 8, "stories260K")
+    check_units(args.model, args.tokenizer, 128, 8, 8, "0.7", "2", "stories260K")
     check_model(args.model, args.tokenizer, 128, 8, 8, "llm-surgeon", "stories260K")
     if args.smollm2 and os.path.exists(args.smollm2):
         # Magnitude: the file formats are what is checked here, and it needs no calibration pass.
+        # A model that is still a language model (LLM Surgeon, 10 %, one shot): a destroyed one
+        # (magnitude's, perplexity 10⁵) magnifies F16 rounding beyond any fixed tolerance.
+        check_units(args.smollm2, "", 256, 4, 4, "0.9", "1", "SmolLM2")
         check_model(args.smollm2, "", 256, 4, 4, "magnitude", "SmolLM2")
     else:
         print("  SmolLM2: not given or not cached, not checked")

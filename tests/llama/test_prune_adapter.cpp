@@ -389,3 +389,88 @@ TEST_CASE("prune_adapter: sequential pruning resumes each pass from the kept res
     CHECK(!same_linear_weights(disturbed, pruned));
   }
 }
+
+namespace {
+
+// Whether `count` consecutive rows (or columns) from `first` of the [rows, cols] array are all 0.
+bool lines_zero(const std::vector<float>& w, index_t rows, index_t cols, index_t first, index_t count,
+                bool columns) {
+  for (index_t line = first; line < first + count; ++line) {
+    for (index_t t = 0; t < (columns ? rows : cols); ++t) {
+      const index_t k = columns ? t * cols + line : line * cols + t;
+      if (w[static_cast<std::size_t>(k)] != 0.0f) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("prune_adapter: neurons and heads are removed whole, key/value heads with their query heads",
+          "[llama][model][units]") {
+  const std::string path = stories_path();
+  if (path.empty()) SURGEON_SKIP("no stories260K (SURGEON_SHARED_DIR)");
+  surgeon::llama::model m = load(path);
+  const surgeon::llama::config cfg = m.cfg;  // 5 blocks, 8 heads, 4 kv heads, FFN 172
+  const std::vector<std::int32_t> tokens = random_tokens(3000, cfg.vocab_size, 4);
+  surgeon::llama::runtime runtime(m);
+  surgeon::llama::calibration_options calibration;
+  calibration.nsamples = 4;
+  calibration.seqlen = 48;
+  surgeon::llama::evaluation_options evaluation;
+  evaluation.when = surgeon::llama::evaluate_when::never;
+  const std::vector<std::int32_t> no_evaluation;
+  surgeon::llama::prune_adapter adapter(m, runtime, tokens, no_evaluation, calibration, evaluation);
+
+  const surgeon::coupled_units units = adapter.units();
+  REQUIRE(units.units.size() == static_cast<std::size_t>(cfg.n_layers * (cfg.hidden_dim + cfg.n_heads)));
+  REQUIRE(units.followers.size() == static_cast<std::size_t>(cfg.n_layers * cfg.n_kv_heads));
+  CHECK(units.units.front().name == "blk.0.ffn.0");
+  CHECK(units.followers.front().unit.name == "blk.0.kv.0");
+  // KV head g of a block follows query heads 2g and 2g + 1 (8 heads over 4 kv heads).
+  const std::vector<surgeon::prunable_matrix> matrices = adapter.matrices();
+  for (const surgeon::follower_unit& f : units.followers) {
+    REQUIRE(f.leaders.size() == 2);
+    CHECK(f.leaders[1] == f.leaders[0] + 1);
+    const std::string& leader = units.units[f.leaders[0]].name;
+    CHECK(leader.find(".head.") != std::string::npos);
+  }
+
+  surgeon::prune_options options;
+  options.how = surgeon::method::llm_surgeon;
+  options.what = surgeon::structure::coupled;
+  options.sparsity = 0.3;
+  options.shots = 2;
+  const auto reports = surgeon::prune(adapter, options);
+  CHECK(reports.back().achieved_sparsity <= 0.3 + 1e-12);
+  CHECK(reports.back().achieved_sparsity > 0.25);
+  const index_t d = cfg.dim;
+  const index_t hd = cfg.head_dim();
+  index_t neurons = 0;
+  index_t heads = 0;
+  for (index_t l = 0; l < cfg.n_layers; ++l) {
+    const surgeon::llama::block_weights& b = m.blocks[static_cast<std::size_t>(l)];
+    const index_t f = cfg.hidden_dim;
+    for (index_t i = 0; i < f; ++i) {
+      const bool gate = lines_zero(b.w_gate, f, d, i, 1, false);
+      CHECK(gate == lines_zero(b.w_up, f, d, i, 1, false));
+      CHECK(gate == lines_zero(b.w_down, d, f, i, 1, true));
+      neurons += gate ? 1 : 0;
+    }
+    std::vector<bool> head_gone;
+    for (index_t h = 0; h < cfg.n_heads; ++h) {
+      const bool q = lines_zero(b.wq, cfg.n_heads * hd, d, h * hd, hd, false);
+      CHECK(q == lines_zero(b.wo, d, cfg.n_heads * hd, h * hd, hd, true));
+      head_gone.push_back(q);
+      heads += q ? 1 : 0;
+    }
+    for (index_t g = 0; g < cfg.n_kv_heads; ++g) {
+      const bool kv = lines_zero(b.wk, cfg.n_kv_heads * hd, d, g * hd, hd, false);
+      CHECK(kv == lines_zero(b.wv, cfg.n_kv_heads * hd, d, g * hd, hd, false));
+      CHECK(kv ==
+            (head_gone[static_cast<std::size_t>(2 * g)] && head_gone[static_cast<std::size_t>(2 * g + 1)]));
+    }
+  }
+  CHECK(neurons > 0);
+  CHECK(heads > 0);
+}

@@ -1277,3 +1277,62 @@ TEST_CASE("coupled units refuse what cannot work", "[prune][units]") {
   CHECK_FALSE(surgeon::has_sequential_form(surgeon::method::llm_surgeon, surgeon::structure::coupled));
   CHECK_FALSE(surgeon::uses_diagonals_only(surgeon::method::kobd, surgeon::structure::coupled));
 }
+
+TEST_CASE("LLM Surgeon costs a unit by the lines that read it and compensates through them alone",
+          "[prune][units]") {
+  // Rows of a and b feed the neuron's column of c (unit_lines::feeds_unit): LLM Surgeon's unit
+  // cost is the column's, the rows of a and b are zeroed without an update, and c's columns get
+  // the OBS column update. The reference is the dense pipeline with those rules.
+  struct feeding_toy : coupled_toy {
+    surgeon::coupled_units units() const {
+      surgeon::coupled_units result = coupled_toy::units();
+      for (surgeon::coupled_unit& u : result.units) {
+        for (surgeon::unit_lines& l : u.lines) l.feeds_unit = l.kind == surgeon::line_kind::row;
+      }
+      for (surgeon::unit_lines& l : result.followers.front().unit.lines)
+        l.feeds_unit = l.kind == surgeon::line_kind::row;
+      return result;
+    }
+  };
+  full_factors data;
+  toy_adapter::feed(data);
+  feeding_toy model;
+  feeding_toy reference;
+  const toy_adapter original;
+  surgeon::prune_options options;
+  options.what = surgeon::structure::coupled;
+  options.sparsity = 0.3;
+  options.shots = 1;
+  const auto reports = surgeon::prune(model, options);
+
+  std::vector<surgeon::prunable_matrix> matrices = reference.matrices();
+  std::vector<std::vector<double>> row_costs;
+  std::vector<std::vector<double>> col_costs;
+  std::vector<surgeon::cpu::kronecker_curvature> curvatures;
+  for (const surgeon::prunable_matrix& m : matrices) {
+    const surgeon::host_matrix_view<const float> w(m.weight);
+    const auto g = data.mean_or_identity("g:" + m.name, true, w.rows());
+    const auto a = data.mean_or_identity("a:" + m.input_key, true, w.cols());
+    curvatures.push_back(
+        surgeon::cpu::factorize(data.ctx, g.view(), a.view(), surgeon::default_damping(options.how), w));
+    row_costs.push_back(std::vector<double>(static_cast<std::size_t>(w.rows()), 0.0));  // rows only feed
+    col_costs.push_back(surgeon::cpu::column_costs(data.ctx, options.how, curvatures.back(), w));
+  }
+  const surgeon::unit_selection chosen = surgeon::select_units(row_costs, col_costs, reference.units(), 0.3);
+  REQUIRE(chosen.taken.size() >= 2);
+  surgeon::cpu::update_rows_columns(data.ctx, curvatures[2], matrices[2].weight, {}, chosen.cols[2]);
+  for (std::size_t k = 0; k < matrices.size(); ++k) chosen.masks[k].apply(matrices[k].weight);
+  CHECK(reports.back().removed == chosen.removed);
+  float most = 0.0f;
+  for (std::size_t i = 0; i < model.w_c.size(); ++i)
+    most = std::max(most, std::abs(model.w_c[i] - reference.w_c[i]));
+  CHECK(most < 1e-5f);
+  CHECK(model.w_c != original.w_c);
+  // a and b: their rows are zeroed or untouched, never updated.
+  CHECK(model.w_a == reference.w_a);
+  CHECK(model.w_b == reference.w_b);
+  for (std::size_t i = 0; i < original.w_a.size(); ++i) {
+    CHECK((model.w_a[i] == 0.0f || model.w_a[i] == original.w_a[i]));
+    CHECK((model.w_b[i] == 0.0f || model.w_b[i] == original.w_b[i]));
+  }
+}

@@ -158,7 +158,10 @@ class prune_adapter {
   /// ("blk.L.ffn.i") is row i of gate and up and column i of down; query head h ("blk.L.head.h")
   /// is its head_dim rows of q and head_dim columns of o; key/value head g ("blk.L.kv.g") is its
   /// head_dim rows of k and v, a follower of the query heads that read it (h / (n_heads/n_kv_heads)
-  /// = g, llama.cpp's grouping), removed once they all are. O(Σ blocks' heads + FFN widths).
+  /// = g, llama.cpp's grouping), removed once they all are. The rows of gate, up, q, k and v only
+  /// feed their unit (`unit_lines::feeds_unit`): LLM Surgeon costs a neuron by its column of down
+  /// and a head by its columns of o, and compensates through those matrices' updates.
+  /// O(Σ blocks' heads + FFN widths).
   coupled_units units() {
     const std::vector<prunable_matrix> listed = matrices();
     std::map<std::string, std::size_t> index;
@@ -178,8 +181,8 @@ class prune_adapter {
       if (gate && up && down) {
         for (index_t i = 0; i < shape.hidden_dim; ++i) {
           result.units.push_back(coupled_unit{prefix + "ffn." + std::to_string(i),
-                                              {{*gate, line_kind::row, i, 1},
-                                               {*up, line_kind::row, i, 1},
+                                              {{*gate, line_kind::row, i, 1, true},
+                                               {*up, line_kind::row, i, 1, true},
                                                {*down, line_kind::column, i, 1}}});
         }
       }
@@ -192,13 +195,13 @@ class prune_adapter {
       for (index_t h = 0; h < shape.n_heads; ++h) {
         result.units.push_back(coupled_unit{
             prefix + "head." + std::to_string(h),
-            {{*q, line_kind::row, h * head_dim, head_dim}, {*o, line_kind::column, h * head_dim, head_dim}}});
+            {{*q, line_kind::row, h * head_dim, head_dim, true}, {*o, line_kind::column, h * head_dim, head_dim}}});
       }
       const index_t group = shape.n_heads / shape.n_kv_heads;
       for (index_t g = 0; g < shape.n_kv_heads; ++g) {
         follower_unit kv{coupled_unit{prefix + "kv." + std::to_string(g),
-                                      {{*k, line_kind::row, g * head_dim, head_dim},
-                                       {*v, line_kind::row, g * head_dim, head_dim}}},
+                                      {{*k, line_kind::row, g * head_dim, head_dim, true},
+                                       {*v, line_kind::row, g * head_dim, head_dim, true}}},
                          {}};
         for (index_t h = g * group; h < (g + 1) * group; ++h)
           kv.leaders.push_back(first_head + static_cast<std::size_t>(h));

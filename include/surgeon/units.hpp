@@ -32,6 +32,13 @@ struct unit_lines {
   line_kind kind = line_kind::row;  ///< rows or columns
   index_t first = 0;                ///< first line
   index_t count = 1;                ///< number of consecutive lines
+  /// The lines' outputs are read by the unit's other lines only (rows of gate and up, read by a
+  /// neuron's column of down; rows of q, read by a head's columns of o; rows of k and v, read by
+  /// the heads that follow them): once the unit is gone they affect nothing. For a method that
+  /// updates the weights (LLM Surgeon), whose cost is the loss left after the update, such lines
+  /// cost nothing and are zeroed without an update: the update of the lines that read them
+  /// compensates the unit. Other methods score every line of the unit.
+  bool feeds_unit = false;
 };
 
 /// @brief One unit: the lines removed together. Its cost is the sum of its lines' row and column

@@ -362,7 +362,9 @@ def case_refuse(args):
                  ["--method", "llm-surgeon", "--structure", "rows-cols", "--sequential"], ["--method", "kobd", "--sequential"],
                  ["--method", "sparsegpt", "--sequential", "--group-size", "7"],
                  ["--method", "wanda", "--sequential", "--one-pass"], ["--seed", "99999999999999999999"],
-                 ["--structure", "2:x"], ["--update", "chunked", "--no-update"], ["--density", "nan"]]
+                 ["--structure", "2:x"], ["--update", "chunked", "--no-update"], ["--density", "nan"],
+                 ["--structure", "neurons-heads", "--method", "wanda"], ["--structure", "neurons-heads", "--sequential"],
+                 ["--ffn-multiple", "0"]]
     for flags in bad_flags:
         p = subprocess.run(base + ok + flags, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if p.returncode != 2 or not bad_usage(p.stdout, "surgeon-prune"):
@@ -374,7 +376,12 @@ def case_refuse(args):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if p.returncode != 2:
         fail(f"llama2.c model to a .gguf path: exit {p.returncode}")
-    print(f"  {len(bad_flags) + 2} bad command lines exit 2 with one line pointing to --help")
+    # A structure the output format cannot express: cut-out units need GGUF's per-block widths.
+    p = subprocess.run(base + ok + ["--structure", "neurons-heads"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 2 or "llama2.c" not in p.stdout or "GGUF" not in p.stdout:
+        fail(f"neurons-heads on a llama2.c model: exit {p.returncode}: {p.stdout!r}")
+    print(f"  {len(bad_flags) + 3} bad command lines exit 2 with one line pointing to --help")
     # --help: exit 0, every flag with its default.
     for tool, wanted in [(args.prune, ["--density FLOAT=0.5", "--nsamples INT=128", "--eval FILE ...", "--same-windows"]),
                          (args.ppl, ["--batch INT=4", "--max-windows INT=all", "--seqlen INT REQUIRED"])]:

@@ -299,6 +299,8 @@ class basic_pruning_session {
     std::vector<std::vector<index_t>> rows;
     std::vector<std::vector<index_t>> cols;
     if (removes_lines(options_.what)) {
+      const bool compensated = options_.what == structure::coupled && traits_of(options_.how).updates_weights;
+      if (compensated) without_feeding_lines(costs.rows, costs.cols);
       structured_selection chosen =
           options_.what == structure::coupled
               ? select_units(costs.rows, costs.cols, *units_, report.target_sparsity)
@@ -307,6 +309,9 @@ class basic_pruning_session {
       rows = std::move(chosen.rows);
       cols = std::move(chosen.cols);
       report.removed = chosen.removed;
+      // Lines that only feed their unit are zeroed by the mask; the update compensates the unit
+      // through the lines that read them.
+      if (compensated) drop_feeding_lines(rows, cols);
     } else {
       selection chosen = select(costs.element, report.target_sparsity);
       masks = std::move(chosen.masks);
@@ -458,6 +463,47 @@ class basic_pruning_session {
     }
     pruned.apply(m.weight);
     return result;
+  }
+
+  // Sets the cost of every line that only feeds its unit to 0 (see `unit_lines::feeds_unit`).
+  void without_feeding_lines(std::vector<std::vector<double>>& row_costs,
+                             std::vector<std::vector<double>>& col_costs) const {
+    for_each_feeding_line([&](const unit_lines& l, index_t i) {
+      (l.kind == line_kind::row ? row_costs : col_costs)[l.matrix][static_cast<std::size_t>(i)] = 0.0;
+    });
+  }
+
+  // Removes the lines that only feed their unit from the per-matrix lists of removed rows and
+  // columns (the lists the update compensates).
+  void drop_feeding_lines(std::vector<std::vector<index_t>>& rows,
+                          std::vector<std::vector<index_t>>& cols) const {
+    std::vector<std::set<index_t>> feeding_rows(rows.size());
+    std::vector<std::set<index_t>> feeding_cols(cols.size());
+    for_each_feeding_line([&](const unit_lines& l, index_t i) {
+      (l.kind == line_kind::row ? feeding_rows : feeding_cols)[l.matrix].insert(i);
+    });
+    const auto drop = [](std::vector<index_t>& lines, const std::set<index_t>& feeding) {
+      lines.erase(
+          std::remove_if(lines.begin(), lines.end(), [&](index_t i) { return feeding.count(i) != 0; }),
+          lines.end());
+    };
+    for (std::size_t m = 0; m < rows.size(); ++m) {
+      drop(rows[m], feeding_rows[m]);
+      drop(cols[m], feeding_cols[m]);
+    }
+  }
+
+  // visit(lines, i) for every line i of the units' lines marked `feeds_unit`.
+  template <typename Visit>
+  void for_each_feeding_line(const Visit& visit) const {
+    const auto lines_of = [&](const coupled_unit& u) {
+      for (const unit_lines& l : u.lines) {
+        if (!l.feeds_unit) continue;
+        for (index_t i = l.first; i < l.first + l.count; ++i) visit(l, i);
+      }
+    };
+    for (const coupled_unit& u : units_->units) lines_of(u);
+    for (const follower_unit& f : units_->followers) lines_of(f.unit);
   }
 
   // The adapter's coupled units, checked against `matrices`.

@@ -471,5 +471,5 @@ TEST_CASE("prune_adapter: neurons and heads are removed whole, key/value heads w
             (head_gone[static_cast<std::size_t>(2 * g)] && head_gone[static_cast<std::size_t>(2 * g + 1)]));
     }
   }
-  CHECK(neurons > 0);  // heads may all stay: LLM Surgeon costs a head by its 64 columns of o
+  CHECK(neurons > 0);  // heads may all stay: LLM Surgeon costs a head by its head_dim columns of o
 }

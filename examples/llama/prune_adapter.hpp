@@ -193,9 +193,9 @@ class prune_adapter {
       if (!(q && k && v && o)) continue;
       const std::size_t first_head = result.units.size();
       for (index_t h = 0; h < shape.n_heads; ++h) {
-        result.units.push_back(coupled_unit{
-            prefix + "head." + std::to_string(h),
-            {{*q, line_kind::row, h * head_dim, head_dim, true}, {*o, line_kind::column, h * head_dim, head_dim}}});
+        result.units.push_back(coupled_unit{prefix + "head." + std::to_string(h),
+                                            {{*q, line_kind::row, h * head_dim, head_dim, true},
+                                             {*o, line_kind::column, h * head_dim, head_dim}}});
       }
       const index_t group = shape.n_heads / shape.n_kv_heads;
       for (index_t g = 0; g < shape.n_kv_heads; ++g) {

@@ -66,9 +66,8 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
       all_curvature += curvature;
       group_curvature += curvature;
       if (options.how != method::sparsegpt) {
-        group_costs += removes_lines(options.what)
-                           ? static_cast<double>(rows + cols)
-                           : static_cast<double>(rows) * static_cast<double>(cols);
+        group_costs += removes_lines(options.what) ? static_cast<double>(rows + cols)
+                                                   : static_cast<double>(rows) * static_cast<double>(cols);
       }
     }
     costs += group_costs;

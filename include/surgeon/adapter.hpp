@@ -45,6 +45,8 @@ class any_adapter {
   using evaluate_function = std::function<std::optional<double>(int)>;
   /// Returns the adapter's coupled units (`structure::coupled`).
   using units_function = std::function<coupled_units()>;
+  /// Runs one fine-tuning pass of the first-order correction (shot, step) and returns its loss.
+  using fine_tune_function = std::function<double(calibration_sink&, int, int)>;
 
   /// @brief Erases `adapter`, which is referenced (it must outlive every call). Its
   /// `evaluate(int shot)` or `evaluate()`, when it has one, is forwarded; without one, `evaluate`
@@ -62,17 +64,23 @@ class any_adapter {
     if constexpr (detail::has_units<Adapter>::value) {
       units_ = [&adapter]() { return adapter.units(); };
     }
+    if constexpr (detail::has_fine_tune<Adapter>::value) {
+      fine_tune_ = [&adapter](calibration_sink& sink, int shot, int step) {
+        return static_cast<double>(adapter.fine_tune(sink, shot, step));
+      };
+    }
   }
 
   /// @brief An adapter from callables (`evaluate` may be empty: no evaluation; `units` may be
-  /// empty: no coupled units).
+  /// empty: no coupled units; `fine_tune` may be empty: no first-order correction).
   /// @throws logic_error if `matrices` or `calibrate` is empty.
   any_adapter(matrices_function matrices, calibrate_function calibrate, evaluate_function evaluate = {},
-              units_function units = {})
+              units_function units = {}, fine_tune_function fine_tune = {})
       : matrices_(std::move(matrices)),
         calibrate_(std::move(calibrate)),
         evaluate_(std::move(evaluate)),
-        units_(std::move(units)) {
+        units_(std::move(units)),
+        fine_tune_(std::move(fine_tune)) {
     SURGEON_EXPECTS(static_cast<bool>(matrices_), "any_adapter: the matrices function is empty");
     SURGEON_EXPECTS(static_cast<bool>(calibrate_), "any_adapter: the calibrate function is empty");
   }
@@ -84,6 +92,8 @@ class any_adapter {
   /// @brief The wrapped adapter's evaluation after shot `shot`, or nothing when it has none (the
   /// shot reports then carry no evaluation).
   std::optional<double> evaluate(int shot) { return evaluate_ ? evaluate_(shot) : std::nullopt; }
+  /// @brief Whether `fine_tune` can run (the wrapped adapter has one).
+  bool can_fine_tune() const noexcept { return static_cast<bool>(fine_tune_); }
   /// @brief Whether `evaluate` can return a value.
   bool has_evaluate() const noexcept { return static_cast<bool>(evaluate_); }
   /// @brief The wrapped adapter's coupled units.
@@ -93,12 +103,22 @@ class any_adapter {
                     "any_adapter: the adapter declares no coupled units (units())");
     return units_();
   }
+  /// @brief The wrapped adapter's fine-tuning pass (first-order correction) after shot `shot`, step
+  /// `step` (0-based); returns its mean loss.
+  /// @throws logic_error when it has none (no `fine_tune`, or no `fine_tune` callable).
+  double fine_tune(calibration_sink& sink, int shot, int step) {
+    SURGEON_EXPECTS(
+        static_cast<bool>(fine_tune_),
+        "any_adapter: the adapter has no fine-tuning pass (fine_tune()) for the first-order correction");
+    return fine_tune_(sink, shot, step);
+  }
 
  private:
   matrices_function matrices_;
   calibrate_function calibrate_;
   evaluate_function evaluate_;
   units_function units_;
+  fine_tune_function fine_tune_;
 };
 
 }  // namespace surgeon

@@ -10,6 +10,7 @@
 #include <surgeon/cpu/cost.hpp>
 #include <surgeon/cpu/curvature.hpp>
 #include <surgeon/cpu/detail/parallel.hpp>
+#include <surgeon/cpu/first_order.hpp>
 #include <surgeon/cpu/kfac.hpp>
 #include <surgeon/cpu/sparsegpt.hpp>
 #include <surgeon/cpu/update.hpp>
@@ -19,10 +20,12 @@
 #include <surgeon/select.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace surgeon::cpu {
@@ -66,6 +69,14 @@ class prune_backend {
   /// update and SparseGPT passes; see `prune_backend_options::update_threads`).
   void for_each_concurrently(std::size_t count, const std::function<void(std::size_t)>& task) const {
     detail::for_each_concurrently(count, options_.update_threads, task);
+  }
+
+  /// @brief The first-order correction's adapter of one matrix (host, float).
+  using low_rank_adapter = surgeon::cpu::low_rank_adapter;
+  /// @brief A fresh adapter of a matrix whose pruned weights `pruned` marks (B = 0, A seeded).
+  /// O(r·(rows + cols)).
+  surgeon::cpu::low_rank_adapter make_low_rank(mask pruned, int rank, std::uint64_t seed) const {
+    return surgeon::cpu::low_rank_adapter(std::move(pruned), rank, seed);
   }
 
   /// @brief One calibration pass's host accumulators (double), keyed as the driver asks.

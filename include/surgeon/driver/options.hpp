@@ -6,6 +6,7 @@
 
 #include <surgeon/curvature.hpp>
 #include <surgeon/error.hpp>
+#include <surgeon/first_order.hpp>
 #include <surgeon/mask.hpp>
 #include <surgeon/method_traits.hpp>
 #include <surgeon/update.hpp>
@@ -104,6 +105,10 @@ struct prune_options {
   /// group). Costs one calibration pass per group; an adapter can make a pass that wants only late
   /// layers cheap by resuming from cached activations, as the Llama adapter does.
   bool sequential = false;
+  /// The first-order correction after each shot's update (first_order.hpp; METHOD.md §9): off
+  /// unless it asks for steps. Needs an adapter with `fine_tune` (driver.hpp). Every method may use
+  /// it; with no steps the run is exactly the run without it.
+  first_order_options first_order{};
 };
 
 /// @brief Checks `options` and fills in its defaults (`default_shots`, `default_damping`).
@@ -111,7 +116,7 @@ struct prune_options {
 /// @throws logic_error on inconsistent options: sparsity outside [0, 1), shots < 1, a negative
 ///         group size, invalid damping, a method without a score for the structure, an N:M sparsity
 ///         above N/M (for SparseGPT: other than N/M), sequential pruning for a method and structure
-///         without a sequential form or with a group size.
+///         without a sequential form or with a group size, invalid `first_order` options.
 inline prune_options with_defaults(prune_options options) {
   SURGEON_EXPECTS(options.sparsity >= 0.0 && options.sparsity < 1.0, "prune: sparsity {} outside [0, 1)",
                   options.sparsity);
@@ -136,6 +141,7 @@ inline prune_options with_defaults(prune_options options) {
                     "prune: {}:{} removes at most {} of the weights, asked {}", options.pattern.n,
                     options.pattern.m, most, options.sparsity);
   }
+  validate(options.first_order);
   if (options.sequential) {
     SURGEON_EXPECTS(has_sequential_form(options.how, options.what),
                     "prune: sequential pruning is for SparseGPT, Wanda and LLM Surgeon's element masks "

@@ -24,6 +24,9 @@ struct shot_timings {
   /// The OBS updates and the masking; for SparseGPT its whole per-matrix pass (its Cholesky
   /// factorisation of H included).
   double update = 0.0;
+  /// The first-order correction (`prune_options::first_order`): the adapter's fine-tuning passes,
+  /// the adapters' gradients, Adam steps and absorbing into the weights.
+  double correction = 0.0;
   double evaluation = 0.0;  ///< `adapter.evaluate(shot)`, when the adapter has one
 };
 
@@ -46,7 +49,13 @@ struct shot_report {
   long long update_iterations = 0;
   double max_update_residual = 0.0;  ///< see `update_iterations`
   int group_size = 0;                ///< matrices per group used (0 = all at once; see memory_budget)
-  std::optional<double> evaluation;  ///< `adapter.evaluate(shot)` after the shot, when it has one
+  /// First-order correction steps run after this shot's update (0: none), and the loss the
+  /// adapter's `fine_tune` returned at the first and at the last of them (each measured before its
+  /// step's update; 0 without steps).
+  int correction_steps = 0;
+  double correction_first_loss = 0.0;  ///< see `correction_steps`
+  double correction_last_loss = 0.0;   ///< see `correction_steps`
+  std::optional<double> evaluation;    ///< `adapter.evaluate(shot)` after the shot, when it has one
 };
 
 }  // namespace surgeon

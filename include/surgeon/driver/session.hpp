@@ -18,6 +18,7 @@
 #include <surgeon/curvature.hpp>
 #include <surgeon/diagonal.hpp>
 #include <surgeon/driver/calibration.hpp>
+#include <surgeon/driver/correction.hpp>
 #include <surgeon/driver/memory.hpp>
 #include <surgeon/driver/options.hpp>
 #include <surgeon/driver/report.hpp>
@@ -102,6 +103,8 @@ struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())
 /// - `update_rows_columns`, `obs_update`, `obs_update_full` and `sparsegpt` on the host weights;
 /// - optionally `synchronize()`: waits for the backend's queued work (called at the end of each
 ///   phase of `shot_timings`, so that asynchronous work is timed where it was queued);
+/// - `low_rank_adapter` and `make_low_rank(mask, rank, seed)` (the first-order correction's
+///   adapters, `cpu::low_rank_adapter` or `cuda::low_rank_adapter`);
 /// - optionally `for_each_concurrently(count, task)`: runs independent per-matrix tasks (the
 ///   update pass when every curvature is in memory), perhaps several at once
 ///   (`cpu::prune_backend_options::update_threads`); without it they run in order.
@@ -109,7 +112,11 @@ struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())
 /// The adapter: `matrices()`, `calibrate(calibration_sink&, int shot)` and optionally
 /// `evaluate(int shot)` (or `evaluate()`) returning `double` or `std::optional<double>`, and
 /// `units()` returning its `coupled_units` (needed for `structure::coupled`; asked once per shot,
-/// after the previous shot's updates, indices into that shot's `matrices()`).
+/// after the previous shot's updates, indices into that shot's `matrices()`), and
+/// `fine_tune(calibration_sink&, int shot, int step)` returning the pass's mean loss (needed for
+/// `prune_options::first_order`: one forward and backward pass of the next-token loss on the
+/// step's calibration sequences, each input key's input before the output gradients of the
+/// matrices that read it, as a calibration pass with empirical labels feeds them).
 template <typename Adapter, typename Backend>
 class basic_pruning_session {
   using store_type = typename Backend::store;
@@ -119,8 +126,8 @@ class basic_pruning_session {
 
  public:
   /// @throws logic_error on inconsistent options (`with_defaults`), an adapter without matrices
-  ///         or with two of one name, N:M with M not dividing a matrix width, or a memory budget
-  ///         that not even one matrix at a time fits.
+  ///         or with two of one name, first-order steps for an adapter without `fine_tune`, N:M with M not
+  ///         dividing a matrix width, or a memory budget that not even one matrix at a time fits.
   basic_pruning_session(Adapter& adapter, prune_options options, Backend backend = Backend{})
       : adapter_(adapter), options_(with_defaults(std::move(options))), backend_(std::move(backend)) {
     const auto matrices = adapter_.matrices();
@@ -131,6 +138,15 @@ class basic_pruning_session {
       if (options_.what == structure::n_m) validate(options_.pattern, m.weight.cols());
     }
     options_.group_size = choose_group_size(matrices, options_);
+    if (options_.first_order.enabled()) {
+      // Refused before any work rather than after the first shot.
+      if constexpr (!detail::has_fine_tune<Adapter>::value) {
+        SURGEON_THROW(logic_error, "prune: the first-order correction needs an adapter with fine_tune()");
+      } else if constexpr (detail::has_can_fine_tune<Adapter>::value) {
+        SURGEON_EXPECTS(adapter_.can_fine_tune(),
+                        "prune: the first-order correction needs an adapter with fine_tune()");
+      }
+    }
   }
 
   /// @brief The group size the session uses (`prune_options::group_size`, or the one chosen for
@@ -177,6 +193,7 @@ class basic_pruning_session {
     } else {
       global_step(report, matrices, groups, t);
     }
+    correct(report, matrices, t);
     finish(report, matrices, start);
     return report;
   }
@@ -463,6 +480,46 @@ class basic_pruning_session {
     }
     pruned.apply(m.weight);
     return result;
+  }
+
+  // The first-order correction after shot t (first_order.hpp): fresh masked low-rank adapters on
+  // the zeros of the pruned weights, `steps_after(t)` Adam steps on the adapter's fine-tuning
+  // passes, each step absorbed into the weights at once (so that the passes run on the corrected
+  // model and no runtime needs to know about adapters). Nothing at all without steps.
+  void correct(shot_report& report, const std::vector<prunable_matrix>& matrices, int t) {
+    const first_order_options& first_order = options_.first_order;
+    const int steps = first_order.steps_after(t, *options_.shots);
+    if (steps == 0) return;
+    if constexpr (!detail::has_fine_tune<Adapter>::value) {
+      SURGEON_THROW(logic_error, "prune: the first-order correction needs an adapter with fine_tune()");
+    } else {
+      lap(report.timings.update);
+      using low_rank = typename Backend::low_rank_adapter;
+      std::vector<low_rank> adapters;
+      adapters.reserve(matrices.size());
+      for (std::size_t k = 0; k < matrices.size(); ++k) {
+        adapters.push_back(
+            backend_.make_low_rank(mask::of_zeros(host_matrix_view<const float>(matrices[k].weight)),
+                                   first_order.rank, adapter_seed(first_order.seed, t, k)));
+      }
+      for (int step = 0; step < steps; ++step) {
+        detail::correction_sink<low_rank> store(matrices, adapters);
+        calibration_sink sink(store, true, true);
+        const double loss = static_cast<double>(adapter_.fine_tune(sink, t, step));
+        for (std::size_t k = 0; k < matrices.size(); ++k) {
+          SURGEON_EXPECTS(store.fed(k), "prune: the fine-tuning pass fed no output gradient for '{}'",
+                          matrices[k].name);
+        }
+        run_each(matrices.size(), [&](std::size_t k) {
+          adapters[k].adam_step(first_order);
+          adapters[k].absorb(matrices[k].weight);
+        });
+        if (step == 0) report.correction_first_loss = loss;
+        report.correction_last_loss = loss;
+      }
+      report.correction_steps = steps;
+      lap(report.timings.correction);
+    }
   }
 
   // Sets the cost of every line that only feeds its unit to 0 (see `unit_lines::feeds_unit`).

@@ -34,6 +34,7 @@
 #include <surgeon/cuda/context.hpp>
 #include <surgeon/cuda/cost.hpp>
 #include <surgeon/cuda/curvature.hpp>
+#include <surgeon/cuda/first_order.hpp>
 #include <surgeon/cuda/kfac.hpp>
 #include <surgeon/cuda/select.hpp>
 #include <surgeon/cuda/sparsegpt.hpp>
@@ -117,6 +118,14 @@ class prune_backend {
   /// @brief Waits for the work queued on the context's stream (the driver calls it at the end of
   /// each phase it times, `shot_timings`).
   void synchronize() const { ctx_->synchronize(); }
+
+  /// @brief The first-order correction's adapter of one matrix (device, float).
+  using low_rank_adapter = surgeon::cuda::low_rank_adapter;
+  /// @brief A fresh adapter of a matrix whose pruned weights `pruned` marks (B = 0, A seeded), on
+  /// the backend's context. O(r·(rows + cols) + rows·cols / 64) uploaded.
+  surgeon::cuda::low_rank_adapter make_low_rank(mask pruned, int rank, std::uint64_t seed) const {
+    return surgeon::cuda::low_rank_adapter(*ctx_, std::move(pruned), rank, seed);
+  }
 
   /// @brief A new, empty store of device accumulators on the backend's context.
   std::unique_ptr<store> make_store() const { return std::make_unique<store>(*ctx_); }

@@ -41,6 +41,9 @@ struct calibration_options {
   /// block about once per group instead of every block up to it. Holds nsamples · seqlen · dim
   /// floats; bit-identical inputs to a pass from the embeddings.
   bool resume_forward = true;
+  /// Sequences per fine-tuning pass of the first-order correction (`prune_adapter::fine_tune`):
+  /// the calibration windows of `seed`, taken in turn (never the evaluation text).
+  index_t fine_tune_batch = 4;
 };
 
 /// @brief When `prune_adapter::evaluate` computes a perplexity.
@@ -90,7 +93,8 @@ struct calibration_counts {
   index_t backward_batches = 0;  ///< batches through `runtime::backward`
   index_t blocks = 0;            ///< transformer blocks started over all batches (backward: every block; a
                        ///< forward-only pass stops inside its last block after the last wanted input)
-  index_t resumed_batches = 0;  ///< forward batches that started from a cached residual stream
+  index_t resumed_batches = 0;    ///< forward batches that started from a cached residual stream
+  index_t fine_tune_batches = 0;  ///< batches of the first-order correction (`fine_tune`)
 };
 
 /// @brief `surgeon::prune` adapter over a `model` (pruned in place) and a `runtime` on it.
@@ -127,6 +131,7 @@ class prune_adapter {
         evaluation_(std::move(evaluation)) {
     SURGEON_EXPECTS(&rt.weights() == &m, "prune_adapter: the runtime does not run this model");
     SURGEON_EXPECTS(calibration_.batch >= 1, "prune_adapter: calibration batch must be >= 1");
+    SURGEON_EXPECTS(calibration_.fine_tune_batch >= 1, "prune_adapter: fine-tuning batch must be >= 1");
     SURGEON_EXPECTS(static_cast<index_t>(calibration_tokens_.size()) >= calibration_.seqlen,
                     "prune_adapter: {} calibration tokens do not fill one sequence of {}",
                     calibration_tokens_.size(), calibration_.seqlen);
@@ -304,6 +309,38 @@ class prune_adapter {
     }
   }
 
+  /// @brief One fine-tuning pass of the first-order correction (`prune_options::first_order`):
+  /// the next `calibration_options::fine_tune_batch` of the calibration windows of `seed` (the
+  /// first shot's windows, taken in turn and starting over after the last), through
+  /// `runtime::backward` against the true next tokens, with the gradients of the mean loss (as
+  /// PyTorch's `loss.mean().backward()` gives them); every layer input and output gradient goes to
+  /// `sink`. Returns the batch's mean loss. The shot and step do not change the windows: the
+  /// adapter's own counter does. Cost: one backward pass of `fine_tune_batch` windows.
+  double fine_tune(calibration_sink& sink, int /*shot*/, int /*step*/) {
+    const index_t seqlen = calibration_.seqlen;
+    const std::vector<index_t> offsets = calibration_offsets(
+        static_cast<index_t>(calibration_tokens_.size()), seqlen, calibration_.nsamples, calibration_.seed);
+    const index_t count = std::min(calibration_.fine_tune_batch, calibration_.nsamples);
+    std::vector<std::int32_t> batch_tokens;
+    for (index_t k = 0; k < count; ++k) {
+      const index_t window = (next_fine_tune_window_ + k) % calibration_.nsamples;
+      const auto begin = calibration_tokens_.begin() + offsets[static_cast<std::size_t>(window)];
+      batch_tokens.insert(batch_tokens.end(), begin, begin + seqlen);
+    }
+    next_fine_tune_window_ = (next_fine_tune_window_ + count) % calibration_.nsamples;
+    hooks h;
+    h.input = [&sink](const std::string& key, host_matrix_view<const float> x) { sink.input(key, x); };
+    h.output_grad = [&sink](const std::string& name, host_matrix_view<const float> gy) {
+      sink.output_grad(name, gy);
+    };
+    backward_options options;
+    options.labels = label_mode::empirical;
+    options.per_token_gradients = false;
+    const double loss = runtime_.backward(batch_tokens, count, seqlen, h, options);
+    ++counts_.fine_tune_batches;
+    return loss;
+  }
+
   /// @brief Perplexity on the (first) evaluation text (METHOD.md §8) after shot `shot` (1-based,
   /// as the driver passes it), or NaN for the shots `evaluation_options::when` skips; every
   /// evaluation text is scored (`last_perplexities`).
@@ -341,6 +378,7 @@ class prune_adapter {
   std::vector<perplexity_result> last_perplexities_;
   double last_calibration_loss_ = 0.0;
   calibration_counts counts_{};
+  index_t next_fine_tune_window_ = 0;  // the first window of the next `fine_tune` pass
 
   // Order-sensitive checksum of every weight (norms included) of a run of blocks, extended block
   // by block, to tell whether a cached residual stream is still what the blocks before it compute.

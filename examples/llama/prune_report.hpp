@@ -32,6 +32,7 @@ inline report_json shot_json(const shot_report& r) {
   timings["costs"] = r.timings.costs;
   timings["selection"] = r.timings.selection;
   timings["update"] = r.timings.update;
+  timings["correction"] = r.timings.correction;
   timings["evaluation"] = r.timings.evaluation;
   report_json o;
   o["shot"] = r.shot;
@@ -45,6 +46,9 @@ inline report_json shot_json(const shot_report& r) {
   o["escalations"] = r.escalations;
   o["update_iterations"] = r.update_iterations;
   o["max_update_residual"] = r.max_update_residual;
+  o["correction_steps"] = r.correction_steps;
+  o["correction_first_loss"] = r.correction_first_loss;
+  o["correction_last_loss"] = r.correction_last_loss;
   o["ppl"] = r.evaluation ? *r.evaluation : std::nan("");
   return o;
 }

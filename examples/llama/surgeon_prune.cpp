@@ -208,7 +208,24 @@ struct options {
   std::string out_type_name = "f16";
   int cuda_device = -1;  ///< -1: the CPU backend
   std::string device_name = "cpu";
+  /// The first-order correction: off unless --first-order or one of its flags is given (then the
+  /// documented defaults, surgeon_prune's `first_order_defaults`).
+  bool first_order = false;
+  surgeon::first_order_options first_order_options{};
+  long long first_order_batch = 4;  ///< sequences per fine-tuning step
 };
+
+/// --first-order's starting point (docs/RESULTS.md, "First-order correction"): the paper's rank 8
+/// and Adam learning rate 1e-4, a few steps of 4 calibration sequences after every shot and more
+/// after the last.
+surgeon::first_order_options first_order_defaults() {
+  surgeon::first_order_options f;
+  f.steps = 2;
+  f.final_steps = 8;
+  f.rank = 8;
+  f.learning_rate = 1e-4;
+  return f;
+}
 
 /// "cpu" → -1, "cuda" → 0, "cuda:N" → N; nullopt for anything else.
 std::optional<int> read_device(const std::string& text) {
@@ -356,10 +373,41 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
       "sparsegpt, wanda and llm-surgeon's element masks unless --group-size is given");
   CLI::Option* one_pass_flag =
       app.add_flag("--one-pass", one_pass, "every layer from one pass of the dense model");
+  o.first_order_options = first_order_defaults();
+  bool first_order = false;
+  std::vector<CLI::Option*> first_order_flags{
+      app.add_flag("--first-order", first_order,
+                   "first-order correction after every shot: masked rank-r adapters trained with Adam on the "
+                   "calibration text, absorbed into the weights (pruned weights stay zero)"),
+      app.add_option("--first-order-steps", o.first_order_options.steps,
+                     "first-order: Adam steps after every shot (implies --first-order)")
+          ->transform(cli::integer_at_least(0))
+          ->capture_default_str(),
+      app.add_option("--first-order-final-steps", o.first_order_options.final_steps,
+                     "first-order: further steps after the last shot (implies --first-order)")
+          ->transform(cli::integer_at_least(0))
+          ->capture_default_str(),
+      app.add_option("--first-order-rank", o.first_order_options.rank,
+                     "first-order: the adapters' rank (implies --first-order)")
+          ->transform(cli::integer_at_least(1))
+          ->capture_default_str(),
+      app.add_option("--first-order-lr", o.first_order_options.learning_rate,
+                     "first-order: Adam's learning rate (implies --first-order)")
+          ->capture_default_str(),
+      app.add_option("--first-order-batch", o.first_order_batch,
+                     "first-order: calibration sequences per step (implies --first-order)")
+          ->transform(cli::integer_at_least(1))
+          ->capture_default_str()};
   sequential_flag->excludes(one_pass_flag);
 
   return cli::parse(app, argc, argv, [&] {
     const std::vector<CLI::Option*> order = app.parse_order();
+    for (const CLI::Option* flag : first_order_flags) o.first_order = o.first_order || flag->count() > 0;
+    if (!(std::isfinite(o.first_order_options.learning_rate) && o.first_order_options.learning_rate > 0.0))
+      cli::refuse("--first-order-lr must be positive");
+    if (o.first_order && !o.first_order_options.enabled())
+      cli::refuse(
+          "--first-order with no steps: give --first-order-steps or --first-order-final-steps above 0");
     for (const surgeon::method m : all_methods) {
       if (method == surgeon::to_string(m)) o.how = m;
     }
@@ -443,8 +491,8 @@ using json = llama::report_json;
 std::string phases_line(const surgeon::shot_timings& t) {
   return fmt::format(
       "phases calibration={:.2f} curvature={:.2f} costs={:.2f} selection={:.2f} update={:.2f} "
-      "evaluation={:.2f}",
-      t.calibration, t.curvature, t.costs, t.selection, t.update, t.evaluation);
+      "correction={:.2f} evaluation={:.2f}",
+      t.calibration, t.curvature, t.costs, t.selection, t.update, t.correction, t.evaluation);
 }
 
 }  // namespace
@@ -525,6 +573,8 @@ int main(int argc, char** argv) {
     po.update = o.update;
     po.group_size = static_cast<int>(o.group_size);
     po.sequential = o.sequential;
+    if (o.first_order) po.first_order = o.first_order_options;
+    po.first_order.seed = o.seed;
     // The working-memory budget: auto is 80 % of what is free where the pruning runs.
     std::size_t free_bytes = 0;
     if (o.memory_budget_gb < 0.0) {
@@ -543,6 +593,7 @@ int main(int argc, char** argv) {
     co.seqlen = seqlen;
     co.seed = o.seed;
     co.reseed_per_shot = o.reseed_per_shot;
+    co.fine_tune_batch = static_cast<index_t>(o.first_order_batch);
     llama::evaluation_options eo;
     eo.seqlen = seqlen;
     eo.max_windows = static_cast<index_t>(o.eval_windows);
@@ -570,9 +621,13 @@ int main(int argc, char** argv) {
     const auto on_shot = [&](const surgeon::shot_report& r) {
       const std::string line = fmt::format(
           "shot {}/{} target_sparsity={:.4f} achieved_sparsity={:.4f} seconds={:.2f} lambda_g={:.3g} "
-          "lambda_a={:.3g} escalations={} update_iterations={} max_update_residual={:.3g}{}\n  {}",
+          "lambda_a={:.3g} escalations={} update_iterations={} max_update_residual={:.3g}{}{}\n  {}",
           r.shot, *po.shots, r.target_sparsity, r.achieved_sparsity, r.seconds, r.max_lambda_g,
           r.max_lambda_a, r.escalations, r.update_iterations, r.max_update_residual,
+          r.correction_steps > 0
+              ? fmt::format(" correction_steps={} loss {:.4f} -> {:.4f}", r.correction_steps,
+                            r.correction_first_loss, r.correction_last_loss)
+              : "",
           r.evaluation && std::isfinite(*r.evaluation) ? fmt::format(" ppl={:.6f}", *r.evaluation) : "",
           phases_line(r.timings));
       if (tty)
@@ -666,6 +721,15 @@ int main(int argc, char** argv) {
       j["pcg_iterations"] = o.pcg.max_iterations;
       j["pcg_float_products"] = o.pcg.float_products;
       j["sequential"] = o.sequential;
+      if (o.first_order) {
+        j["first_order"] = {{"steps", o.first_order_options.steps},
+                            {"final_steps", o.first_order_options.final_steps},
+                            {"rank", o.first_order_options.rank},
+                            {"learning_rate", o.first_order_options.learning_rate},
+                            {"batch", o.first_order_batch}};
+      } else {
+        j["first_order"] = nullptr;
+      }
       j["group_size"] = reports.empty() ? o.group_size : reports.front().group_size;
       j["update_threads"] = o.cuda_device < 0 ? update_threads : 1;
       j["memory_budget_gb"] = static_cast<double>(po.memory_budget) / 1e9;
@@ -701,7 +765,8 @@ int main(int argc, char** argv) {
                           {"forward_batches", work.forward_batches},
                           {"backward_batches", work.backward_batches},
                           {"blocks", work.blocks},
-                          {"resumed_batches", work.resumed_batches}};
+                          {"resumed_batches", work.resumed_batches},
+                          {"fine_tune_batches", work.fine_tune_batches}};
       j["seconds"] = seconds;
       j["peak_rss_mb"] = peak_rss_mb();
       j["per_shot"] = json::array();
@@ -730,6 +795,7 @@ int main(int argc, char** argv) {
       all.costs += r.timings.costs;
       all.selection += r.timings.selection;
       all.update += r.timings.update;
+      all.correction += r.timings.correction;
       all.evaluation += r.timings.evaluation;
     }
     fmt::print("{} (seconds, all shots)\n", phases_line(all));

@@ -6,6 +6,12 @@ writes to a safetensors file: the tokens, the logits, the mean next-token loss, 
 layer its input and the gradient of the mean loss at its output. Independent of surgeon's code:
 the model is written here from the architecture's definition.
 
+It also runs the model with a masked low-rank adapter on every linear layer (the first-order
+correction, surgeon/first_order.hpp): weight = W * M + M * (B @ A), with a seeded random mask M
+(about half the weights pruned) and seeded random B [out, 4], A [4, in]; it writes "lora.loss" and,
+per layer, "lora.<name>.mask" (1 = kept), ".b", ".a" (float32, as used) and ".grad_b", ".grad_a"
+(autograd's gradients of the mean loss, float64).
+
 usage: llama_reference.py --model stories260K.bin --out ref.safetensors [--batch 2 --seq 24 --seed 7]
 Exits 77 (skip) when torch is not importable.
 """
@@ -77,9 +83,10 @@ def rope(x, theta=10000.0):
     return out
 
 
-def run(config, weights, tokens, dtype, weight_grads=True):
+def run(config, weights, tokens, dtype, weight_grads=True, adapt=None):
     """Forward + backward of the mean next-token loss. With weight_grads=False only the activations
-    are differentiated (what K-FAC needs), not the weights."""
+    are differentiated (what K-FAC needs), not the weights. adapt(name, weight), when given, returns
+    the weight a linear layer uses."""
     w = {k: v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=dtype, requires_grad=weight_grads)
          for k, v in weights.items()}
     eps = config.get("eps", 1e-5)
@@ -90,6 +97,8 @@ def run(config, weights, tokens, dtype, weight_grads=True):
     captured = {}
 
     def linear(name, x, weight):
+        if adapt is not None:
+            weight = adapt(name, weight)
         x_leaf = x
         y = x_leaf @ weight.T
         y.retain_grad()
@@ -166,8 +175,36 @@ def main():
     result = run(config, weights, tokens, torch.float64)
     tensors = {"tokens": tokens.reshape(-1)}
     tensors.update({name: value.numpy() for name, value in result.items()})
+    # The masked low-rank adapters: weights masked and fixed, B and A trained.
+    rank, adapters = 4, {}
+    lora_rng = np.random.default_rng(args.seed + 1)
+
+    def adapt(name, weight):
+        if name not in adapters:
+            out_dim, in_dim = weight.shape
+            keep = (lora_rng.random((out_dim, in_dim)) >= 0.5).astype(np.float32)
+            b = lora_rng.normal(0.0, 0.05, (out_dim, rank)).astype(np.float32)
+            a = lora_rng.normal(0.0, 0.2, (rank, in_dim)).astype(np.float32)
+            adapters[name] = {
+                "mask": keep, "b": b, "a": a,
+                "tb": torch.tensor(b, dtype=torch.float64, requires_grad=True),
+                "ta": torch.tensor(a, dtype=torch.float64, requires_grad=True),
+            }
+        entry = adapters[name]
+        keep = torch.tensor(entry["mask"], dtype=torch.float64)
+        return weight.detach() * keep + keep * (entry["tb"] @ entry["ta"])
+
+    lora = run(config, weights, tokens, torch.float64, weight_grads=False, adapt=adapt)
+    tensors["lora.loss"] = lora["loss"].numpy()
+    for name, entry in adapters.items():
+        tensors[f"lora.{name}.mask"] = entry["mask"]
+        tensors[f"lora.{name}.b"] = entry["b"]
+        tensors[f"lora.{name}.a"] = entry["a"]
+        tensors[f"lora.{name}.grad_b"] = entry["tb"].grad.numpy()
+        tensors[f"lora.{name}.grad_a"] = entry["ta"].grad.numpy()
     write_safetensors(args.out, tensors)
-    print(f"llama_reference: wrote {len(tensors)} tensors, loss={result['loss'].item():.6f}")
+    print(f"llama_reference: wrote {len(tensors)} tensors, loss={result['loss'].item():.6f}, "
+          f"with adapters {lora['loss'].item():.6f}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 // Parity of surgeon's Llama runtime with an independent PyTorch implementation
 // (tests/llama/llama_reference.py, float64) on stories260K: logits, loss, and every linear
-// layer's input and output gradient, to 1e-4 relative.
+// layer's input and output gradient, to 1e-4 relative; and the first-order correction's masked
+// low-rank adapters on every layer: their gradients against PyTorch's autograd and against central
+// finite differences of the runtime's loss.
+#include <surgeon/cpu/first_order.hpp>
 #include <surgeon/io/llama2c.hpp>
 #include <surgeon/io/safetensors.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -142,5 +147,107 @@ TEST_CASE("the runtime matches PyTorch on stories260K: logits, loss, layer input
       }
     }
     CHECK(relative_difference(dw.data(), expected) < 1e-4);
+  }
+}
+
+TEST_CASE("the first-order adapters' gradients match PyTorch and finite differences on stories260K",
+          "[llama][model][first_order]") {
+  const std::string reference_path = env_or_empty("SURGEON_LLAMA_REFERENCE");
+  const std::string shared = env_or_empty("SURGEON_SHARED_DIR");
+  if (reference_path.empty() || shared.empty() || !std::filesystem::exists(reference_path)) {
+    SURGEON_SKIP("no PyTorch reference (SURGEON_LLAMA_REFERENCE) or no stories260K (SURGEON_SHARED_DIR)");
+  }
+  using surgeon::index_t;
+  using adapter_type = surgeon::cpu::low_rank_adapter;
+  const auto ref = surgeon::io::safetensors_reader::open(reference_path);
+  const auto checkpoint =
+      surgeon::io::read_llama2c_checkpoint(shared + "/models/stories260K/stories260K.bin");
+  surgeon::llama::model model = surgeon::llama::from_llama2c(checkpoint);
+  surgeon::llama::runtime runtime(model);
+  const std::vector<std::int32_t> tokens = ref.read<std::int32_t>("tokens");
+  const index_t seq = 24;
+  const auto batch = static_cast<index_t>(tokens.size()) / seq;
+
+  // Every layer: the reference's mask applied, its B and A absorbed (W ⊙ M + M ⊙ B·A).
+  std::map<std::string, adapter_type> adapters;
+  std::map<std::string, std::string> keys;
+  std::map<std::string, std::vector<float>> masked;  // W ⊙ M, to rebuild a layer
+  for (const surgeon::llama::model::linear_ref& layer : model.linear_layers()) {
+    const std::string prefix = "lora." + layer.name;
+    const std::vector<float> keep = ref.read<float>(prefix + ".mask");
+    const std::vector<float> b = ref.read<float>(prefix + ".b");
+    const std::vector<float> a = ref.read<float>(prefix + ".a");
+    const surgeon::host_matrix_view<float> w = layer.view();
+    REQUIRE(keep.size() == static_cast<std::size_t>(w.size()));
+    surgeon::mask pruned(w.rows(), w.cols());
+    for (index_t i = 0; i < w.rows(); ++i) {
+      for (index_t j = 0; j < w.cols(); ++j) {
+        if (keep[static_cast<std::size_t>(i * w.cols() + j)] == 0.0f) pruned.prune(i, j);
+      }
+    }
+    pruned.apply(w);
+    masked[layer.name].assign(w.data(), w.data() + w.size());
+    const index_t rank = static_cast<index_t>(b.size()) / w.rows();
+    adapter_type adapter(pruned, Eigen::Map<const adapter_type::matrix>(b.data(), w.rows(), rank),
+                         Eigen::Map<const adapter_type::matrix>(a.data(), rank, w.cols()));
+    adapter.absorb(w);
+    adapters.emplace(layer.name, std::move(adapter));
+    keys.emplace(layer.name, layer.input_key);
+  }
+  std::map<std::string, std::vector<float>> latest;  // input key → its input
+  std::map<std::string, index_t> widths;
+  surgeon::llama::hooks hooks;
+  hooks.input = [&](const std::string& key, surgeon::host_matrix_view<const float> x) {
+    latest[key].assign(x.data(), x.data() + x.size());
+    widths[key] = x.cols();
+  };
+  hooks.output_grad = [&](const std::string& name, surgeon::host_matrix_view<const float> gy) {
+    const std::string& key = keys.at(name);
+    const std::vector<float>& x = latest.at(key);
+    adapters.at(name).accumulate(surgeon::host_matrix_view<const float>(x.data(), gy.rows(), widths.at(key)),
+                                 gy);
+  };
+  surgeon::llama::backward_options options;
+  options.per_token_gradients = false;  // PyTorch differentiates the mean loss
+  const double loss = runtime.backward(tokens, batch, seq, hooks, options);
+  CHECK(loss == Approx(ref.read<double>("lora.loss")[0]).epsilon(1e-5));
+  REQUIRE(adapters.size() == static_cast<std::size_t>(7 * model.cfg.n_layers));
+  for (const auto& [name, adapter] : adapters) {
+    CAPTURE(name);
+    CHECK(relative_difference(adapter.gradient_b().data(), ref.read<double>("lora." + name + ".grad_b")) <
+          1e-3);
+    CHECK(relative_difference(adapter.gradient_a().data(), ref.read<double>("lora." + name + ".grad_a")) <
+          1e-3);
+  }
+
+  // Central differences of the runtime's mean loss along the largest entry of ∂L/∂B of two layers.
+  for (const std::string name : {"blk.0.attn_q", "blk.4.ffn_down"}) {
+    CAPTURE(name);
+    const adapter_type& adapter = adapters.at(name);
+    index_t row = 0, col = 0;
+    adapter.gradient_b().cwiseAbs().maxCoeff(&row, &col);
+    const double gradient = adapter.gradient_b()(row, col);
+    const double h = std::min(0.1, 1e-3 / std::abs(gradient));  // a loss change of about 1e-3
+    std::optional<surgeon::host_matrix_view<float>> found;
+    for (const surgeon::llama::model::linear_ref& layer : model.linear_layers()) {
+      if (layer.name == name) found = layer.view();
+    }
+    REQUIRE(found);
+    const surgeon::host_matrix_view<float> w = *found;
+    const auto loss_with = [&](double shift) {
+      adapter_type::matrix b = adapter.b();
+      b(row, col) += static_cast<float>(shift);
+      adapter_type moved(adapter.pruned(), b, adapter.a());
+      std::copy(masked[name].begin(), masked[name].end(), w.data());
+      moved.absorb(w);
+      return runtime.loss(tokens, batch, seq);
+    };
+    const double fd = (loss_with(h) - loss_with(-h)) / (2.0 * h);
+    loss_with(0.0);
+    CAPTURE(gradient, fd, h);
+    CHECK(fd == Approx(gradient).epsilon(0.005));
+    CHECK(fd == Approx(ref.read<double>("lora." + name +
+                                        ".grad_b")[static_cast<std::size_t>(row * adapter.rank() + col)])
+                    .epsilon(0.005));
   }
 }

@@ -215,15 +215,17 @@ struct options {
   long long first_order_batch = 4;  ///< sequences per fine-tuning step
 };
 
-/// --first-order's starting point (docs/RESULTS.md, "First-order correction"): the paper's rank 8
-/// and Adam learning rate 1e-4, a few steps of 4 calibration sequences after every shot and more
-/// after the last.
+/// --first-order's defaults (docs/RESULTS.md, "First-order correction"): the paper's rank 8, Adam
+/// at learning rate 2e-3 rather than the paper's 1e-4 (which in a few steps moves the weights too
+/// little: on SmolLM2 at 50 %, SparseGPT, it removed 8.5 % and 2.6 % of the perplexity increase on
+/// the two texts where 2e-3 removed 96 % and 21 %), two steps of 4 calibration sequences after
+/// every shot and six more after the last.
 surgeon::first_order_options first_order_defaults() {
   surgeon::first_order_options f;
   f.steps = 2;
-  f.final_steps = 8;
+  f.final_steps = 6;
   f.rank = 8;
-  f.learning_rate = 1e-4;
+  f.learning_rate = 2e-3;
   return f;
 }
 

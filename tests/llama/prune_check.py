@@ -294,9 +294,14 @@ CUDA_CASES = [
     ("surgeon_groups", ["--method", "llm-surgeon", "--density", "0.5", "--shots", "1", "--group-size", "7"], 1e-2),
     ("surgeon_costs_on_host", ["--method", "llm-surgeon", "--density", "0.5", "--shots", "2", "--costs-on-host"],
      1e-2),
+    # The first-order correction's adapters on the device (cuda::low_rank_adapter) against the CPU's.
+    ("sparsegpt_first_order", ["--method", "sparsegpt", "--density", "0.5", "--shots", "1", "--first-order"], 1e-2),
+    ("surgeon_rows_cols_first_order", ["--method", "llm-surgeon", "--structure", "rows-cols", "--density", "0.8",
+                                       "--shots", "2", "--first-order"], 1e-2),
 ]
 
-QUICK_CUDA_CASES = {"magnitude", "kobd", "sparsegpt", "surgeon", "surgeon_rows_cols", "surgeon_costs_on_host"}
+QUICK_CUDA_CASES = {"magnitude", "kobd", "sparsegpt", "surgeon", "surgeon_rows_cols", "surgeon_costs_on_host",
+                    "sparsegpt_first_order"}
 
 
 def case_cuda(args):
@@ -483,7 +488,7 @@ def main():
     parser.add_argument("--ppl", required=True)
     parser.add_argument("--shared", required=True)
     parser.add_argument("--work", required=True)
-    parser.add_argument("--quick", action="store_true", help="case cuda: six configurations only")
+    parser.add_argument("--quick", action="store_true", help="case cuda: seven configurations only")
     parser.add_argument("--cuda-build", type=int, default=0, help="1: surgeon-prune has --device cuda")
     args = parser.parse_args()
     args.model = os.path.join(args.shared, "models", "stories260K", "stories260K.bin")

@@ -13,6 +13,7 @@ packages=(
   python3-torch python3-numpy time                    # the PyTorch reference of the Llama tests
   gnuplot-nox                                         # the plot of benchmarks/compare_methods.sh
   python3-pip curl                                    # the fetch scripts (pip download, PyPI files)
+  openmpi-bin libopenmpi-dev                          # runs over several processes (mpirun, surgeon::mpi)
 )
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi

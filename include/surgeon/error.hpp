@@ -51,6 +51,13 @@ class cuda_error : public error {
   using error::error;
 };
 
+/// @brief A collective operation between processes failed (MPI, NCCL), or a process of the group
+/// ended the run.
+class communication_error : public error {
+ public:
+  using error::error;
+};
+
 namespace detail {
 
 /// Builds "<message> (file:line)"; kept out of line of the throw sites to keep them small.

@@ -157,7 +157,8 @@ double seconds(std::chrono::milliseconds ms) {
 }
 
 double sum(const surgeon::shot_timings& t) {
-  return t.calibration + t.curvature + t.costs + t.selection + t.update + t.evaluation;
+  return t.calibration + t.curvature + t.costs + t.selection + t.update + t.correction + t.evaluation +
+         t.communication;
 }
 
 }  // namespace

@@ -74,6 +74,14 @@ class diagonal_accumulator {
 
   /// @brief `Σ_t x_tj²`, length `size()`.
   const std::vector<double>& sum() const noexcept { return sums_; }
+
+  /// @brief Hands the sums (`size()` doubles) and the token count to
+  /// `combine(double* sums, index_t size, std::int64_t& count)`, which may change both in place
+  /// (a distributed run's sum over processes).
+  template <typename Combine>
+  void combine_state(const Combine& combine) {
+    combine(sums_.data(), size(), count_);
+  }
   /// @brief The diagonal of the factor mean, `Σ_t x_tj² / count`, length `size()`.
   /// @throws logic_error if no tokens were added.
   std::vector<double> mean() const {

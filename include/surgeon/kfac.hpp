@@ -194,6 +194,17 @@ class factor_accumulator : public detail::accumulator_bookkeeping {
   /// @brief The raw state: column-major `size x size`, lower triangle valid. For backends.
   const T* lower_data() const { return state_.data(); }
 
+  /// @brief Hands the raw state (column-major `size x size`, lower triangle valid) and the token
+  /// count to `combine(T* state, index_t size, std::int64_t& count)`, which may change both in
+  /// place: how a distributed run sums the accumulators of several processes (the driver's
+  /// `detail::reduce_factor_state`) without a copy of the state.
+  /// @throws logic_error in EMA mode (an EMA is not a sum and cannot be combined exactly).
+  template <typename Combine>
+  void combine_state(const Combine& combine) {
+    SURGEON_EXPECTS(!is_ema(), "factor_accumulator::combine_state: an EMA accumulator cannot be combined");
+    combine(state_.data(), size(), count_);
+  }
+
   /// @brief An accumulator whose state is `lower` (column-major `size x size`, lower triangle
   /// read, as `lower_data`), e.g. a device accumulator's state brought to the host; bit for bit.
   /// @throws logic_error as the constructor, if `lower` does not hold size² values or `count` < 0.
@@ -442,6 +453,10 @@ class factor_bank {
   void reset() {
     for (auto& entry : factors_) entry.second.reset();
   }
+
+  /// @brief Removes the accumulator `key` and frees its state (no-op when it is not defined). A
+  /// layer still bound to it then fails in `for_layer`. O(log keys).
+  void erase(const std::string& key) { factors_.erase(key); }
 
   /// @brief Every accumulator, by key. O(1).
   const std::map<std::string, factor_accumulator<T>>& factors() const { return factors_; }

@@ -57,4 +57,16 @@ std::vector<shot_report> prune(Adapter& adapter, const prune_options& options, c
   return run_pruning(adapter, options, std::move(backend), on_shot);
 }
 
+/// @brief As above, over the processes of `group` (METHOD.md §10): every process of the group
+/// calls it with the same options on its own copy of the model (e.g. under `mpirun`, with a
+/// `surgeon::mpi::communicator`), and every process ends with the same pruned weights.
+/// @throws as `basic_pruning_session`, and communication_error as the communicator.
+template <typename Adapter>
+std::vector<shot_report> prune(Adapter& adapter, const prune_options& options, cpu::prune_backend backend,
+                               communicator& group,
+                               const std::function<void(const shot_report&)>& on_shot = {}) {
+  return basic_pruning_session<Adapter, cpu::prune_backend>(adapter, options, std::move(backend), group)
+      .run(on_shot);
+}
+
 }  // namespace surgeon

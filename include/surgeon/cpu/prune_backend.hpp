@@ -15,6 +15,7 @@
 #include <surgeon/cpu/sparsegpt.hpp>
 #include <surgeon/cpu/update.hpp>
 #include <surgeon/driver.hpp>
+#include <surgeon/driver/distribution.hpp>
 #include <surgeon/kfac.hpp>
 #include <surgeon/mask.hpp>
 #include <surgeon/select.hpp>
@@ -115,6 +116,20 @@ class prune_backend {
     for (index_t i = 0; i < f.size(); ++i) d[static_cast<std::size_t>(i)] = f.lower_data()[i * f.size() + i];
     return d;
   }
+
+  /// @brief Sums the accumulator `key` of `s` over the processes of `comm` (at `root`, or at every
+  /// process without one): a distributed run's data-parallel calibration. Cost: the lower
+  /// triangle, n(n+1)/2 doubles, through the communicator.
+  /// @throws logic_error if `key` is not defined; communication_error as the communicator.
+  void reduce_factor(store& s, const factor_key& key, communicator& comm, std::optional<int> root) const {
+    s.bank_.at(key.str()).combine_state([&](double* state, index_t n, std::int64_t& count) {
+      surgeon::detail::reduce_factor_state(comm, state, n, true, count, root);
+    });
+  }
+  /// @brief Frees the accumulator `key` of `s` (a process that does not own its matrices).
+  void forget(store& s, const factor_key& key) const { s.bank_.erase(key.str()); }
+  /// @brief The host view of one matrix's costs (the selections across processes read them there).
+  host_matrix_view<const double> host_view(const costs& c) const { return c.view(); }
 
   /// The layer's curvature from the means of G (`g_key` of `g_store`) and A (`a_key` of
   /// `a_store`; the two stores differ for sequential LLM Surgeon); no key: the identity.

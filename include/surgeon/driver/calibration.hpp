@@ -6,6 +6,7 @@
 
 #include <surgeon/config.hpp>
 #include <surgeon/diagonal.hpp>
+#include <surgeon/distributed/communicator.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/view.hpp>
 
@@ -88,6 +89,7 @@ class diagonal_store final : public factor_sink {
   void add(const factor_key& key, host_matrix_view<const float> x) override { accumulators_.at(key).add(x); }
   bool empty(const factor_key& key) const { return accumulators_.at(key).empty(); }
   const diagonal_accumulator& at(const factor_key& key) const { return accumulators_.at(key); }
+  diagonal_accumulator& at(const factor_key& key) { return accumulators_.at(key); }
 
  private:
   std::map<factor_key, diagonal_accumulator> accumulators_;
@@ -122,6 +124,18 @@ class calibration_sink {
     return wants_g_ && store_->contains(factor_key::gradient_of(name));
   }
 
+  /// @brief The part of the pass this process should run when the run is spread over several
+  /// processes (`basic_pruning_session` with a communicator): item i of the pass (a sequence, or
+  /// a batch of sequences always formed the same way) belongs to it when `share().owns(i)`. The
+  /// driver sums the processes' factors afterwards. An adapter that never asks runs the whole
+  /// pass on every process; the driver then takes each process's factors as they are (correct,
+  /// without the speed-up). {0, 1}, everything, in a single-process run and in the first-order
+  /// correction's passes. O(1).
+  data_share share() const noexcept {
+    asked_share_ = true;
+    return share_;
+  }
+
   /// @brief Adds the input X `[tokens, in]` read by every matrix with `input_key`.
   /// @throws logic_error on a shape mismatch or non-finite input.
   void input(const std::string& input_key, host_matrix_view<const float> x) {
@@ -140,11 +154,13 @@ class calibration_sink {
  private:
   template <typename Adapter, typename Backend>
   friend class basic_pruning_session;
-  calibration_sink(detail::factor_sink& store, bool wants_a, bool wants_g)
-      : store_(&store), wants_a_(wants_a), wants_g_(wants_g) {}
+  calibration_sink(detail::factor_sink& store, bool wants_a, bool wants_g, data_share share = {})
+      : store_(&store), wants_a_(wants_a), wants_g_(wants_g), share_(share) {}
   detail::factor_sink* store_;
   bool wants_a_ = false;
   bool wants_g_ = false;
+  data_share share_;
+  mutable bool asked_share_ = false;
 };
 
 /// @brief The groups of sequential pruning (`prune_options::sequential`): maximal runs of

@@ -28,6 +28,10 @@ struct shot_timings {
   /// the adapters' gradients, Adam steps and absorbing into the weights.
   double correction = 0.0;
   double evaluation = 0.0;  ///< `adapter.evaluate(shot)`, when the adapter has one
+  /// A run over several processes (METHOD.md §10): summing the factors over the processes and
+  /// sending updated weights from their owners to every process (the selections' few all-reduces
+  /// count in `selection`). 0 in a single-process run.
+  double communication = 0.0;
 };
 
 /// @brief What one shot did.

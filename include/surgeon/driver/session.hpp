@@ -19,6 +19,7 @@
 #include <surgeon/diagonal.hpp>
 #include <surgeon/driver/calibration.hpp>
 #include <surgeon/driver/correction.hpp>
+#include <surgeon/driver/distribution.hpp>
 #include <surgeon/driver/memory.hpp>
 #include <surgeon/driver/options.hpp>
 #include <surgeon/driver/report.hpp>
@@ -81,6 +82,18 @@ template <typename B, typename = void>
 struct has_synchronize : std::false_type {};
 template <typename B>
 struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())>> : std::true_type {};
+template <typename B, typename = void>
+struct has_reduce_factor : std::false_type {};
+/// A backend that can sum its accumulators over processes (`reduce_factor`, `forget`, `host_view`).
+template <typename B>
+struct has_reduce_factor<
+    B, std::void_t<decltype(std::declval<const B&>().reduce_factor(
+                       std::declval<typename B::store&>(), std::declval<const factor_key&>(),
+                       std::declval<communicator&>(), std::optional<int>{})),
+                   decltype(std::declval<const B&>().forget(std::declval<typename B::store&>(),
+                                                            std::declval<const factor_key&>())),
+                   decltype(std::declval<const B&>().host_view(std::declval<const typename B::costs&>()))>>
+    : std::true_type {};
 }  // namespace detail
 
 /// @brief Runs the multi-shot schedule on one adapter with one backend. Not copyable; one per
@@ -107,7 +120,21 @@ struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())
 ///   adapters, `cpu::low_rank_adapter` or `cuda::low_rank_adapter`);
 /// - optionally `for_each_concurrently(count, task)`: runs independent per-matrix tasks (the
 ///   update pass when every curvature is in memory), perhaps several at once
-///   (`cpu::prune_backend_options::update_threads`); without it they run in order.
+///   (`cpu::prune_backend_options::update_threads`); without it they run in order;
+/// - for a run over several processes: `reduce_factor(store&, key, communicator&, optional root)`
+///   (the accumulator summed over the processes), `forget(store&, key)` and
+///   `host_view(const costs&)`.
+///
+/// **Over several processes** (the constructor with a `communicator` of size K > 1; METHOD.md
+/// §10): every process runs the same session on its own copy of the model. Each matrix has one
+/// owner (`plan_owners`). A calibration pass is split between the processes by
+/// `calibration_sink::share`, and each accumulator is summed over the processes onto the owners of
+/// the matrices that read it; the others free it. Only owners factorise, cost and update their
+/// matrices; the thresholds are exact over the processes (driver/distribution.hpp); updated
+/// weights go from their owners to every process before the next pass reads them, so every
+/// process ends each shot with the same weights. The first-order correction runs whole on every
+/// process. Reports: the removed count, λ, escalations and update iterations are the group's;
+/// timings are this process's.
 ///
 /// The adapter: `matrices()`, `calibrate(calibration_sink&, int shot)` and optionally
 /// `evaluate(int shot)` (or `evaluate()`) returning `double` or `std::optional<double>`, and
@@ -129,7 +156,24 @@ class basic_pruning_session {
   ///         or with two of one name, first-order steps for an adapter without `fine_tune`, N:M with M not
   ///         dividing a matrix width, or a memory budget that not even one matrix at a time fits.
   basic_pruning_session(Adapter& adapter, prune_options options, Backend backend = Backend{})
-      : adapter_(adapter), options_(with_defaults(std::move(options))), backend_(std::move(backend)) {
+      : basic_pruning_session(adapter, std::move(options), std::move(backend), single_process::instance()) {}
+
+  /// @brief A session over the processes of `group` (which must outlive it): every process of the
+  /// group constructs one with the same options on the same model and calls `run` (see the class
+  /// comment). A group of one is the single-process session.
+  /// @throws as above, and logic_error when the group has several processes and the backend cannot
+  ///         sum its accumulators over them.
+  basic_pruning_session(Adapter& adapter, prune_options options, Backend backend, communicator& group)
+      : adapter_(adapter),
+        options_(with_defaults(std::move(options))),
+        backend_(std::move(backend)),
+        comm_(&group) {
+    if (distributed()) {
+      if constexpr (!detail::has_reduce_factor<Backend>::value) {
+        SURGEON_THROW(logic_error,
+                      "prune: this backend cannot run over several processes (no reduce_factor)");
+      }
+    }
     const auto matrices = adapter_.matrices();
     SURGEON_EXPECTS(!matrices.empty(), "prune: the adapter lists no prunable matrix");
     std::set<std::string> names;
@@ -182,6 +226,8 @@ class basic_pruning_session {
     const groups_type groups = options_.sequential ? sequential_groups(matrices)
                                                    : fixed_groups(matrices.size(), options_.group_size);
     dead_.clear();
+    report_ = &report;
+    owner_ = plan_owners(matrices, comm_->size());
     if (options_.what == structure::coupled) units_ = units_of(matrices);
     const method_traits traits = traits_of(options_.how);
     if (traits.selection == selection_scope::per_layer) {
@@ -214,10 +260,12 @@ class basic_pruning_session {
       const std::unique_ptr<store_type> store = calibrate(matrices, group, t, true, false);
       lap(report.timings.calibration);
       for (const std::size_t k : group) {
+        if (!owns(k)) continue;
         const prunable_matrix& m = matrices[k];
         backend_.sparsegpt(*store, factor_key::input_of(m), m.weight, options_, report.target_sparsity);
       }
       lap(report.timings.update);
+      share_weights(report, matrices, group);
     }
   }
 
@@ -227,13 +275,14 @@ class basic_pruning_session {
                                const groups_type& groups, int t) {
     for (const auto& group : groups) {
       detail::diagonal_store store;
-      calibrate_into(
-          store, matrices, group, t, true, false,
-          [&store](const factor_key& key, index_t dim) { store.define(key, dim); },
-          [&store](const factor_key& key) { return store.empty(key); });
+      calibrate_diagonals(store, matrices, group, t, true, false);
       lap(report.timings.calibration);
       std::vector<costs_type> costs;
       for (const std::size_t k : group) {
+        if (!owns(k)) {
+          costs.emplace_back();
+          continue;
+        }
         const prunable_matrix& m = matrices[k];
         const host_matrix_view<const float> w(m.weight);
         const diagonal_curvature curvature =
@@ -242,11 +291,14 @@ class basic_pruning_session {
         costs.push_back(backend_.host_costs(diagonal_element_costs(options_.how, curvature, w)));
         lap(report.timings.costs);
       }
-      selection chosen = select(costs, report.target_sparsity);
+      selection chosen = select(costs, group, matrices, report.target_sparsity);
       report.removed += chosen.removed;
       lap(report.timings.selection);
-      for (std::size_t i = 0; i < group.size(); ++i) chosen.masks[i].apply(matrices[group[i]].weight);
+      for (std::size_t i = 0; i < group.size(); ++i) {
+        if (owns(group[i])) chosen.masks[i].apply(matrices[group[i]].weight);
+      }
       lap(report.timings.update);
+      share_weights(report, matrices, group);
     }
   }
 
@@ -260,6 +312,7 @@ class basic_pruning_session {
     lap(report.timings.calibration);
     std::vector<costs_type> element_costs(matrices.size());
     for (std::size_t k = 0; k < matrices.size(); ++k) {
+      if (!owns(k)) continue;
       const prunable_matrix& m = matrices[k];
       const host_matrix_view<const float> w(m.weight);
       if (entirely_dead(*first, m, true, true)) {
@@ -273,7 +326,7 @@ class basic_pruning_session {
       element_costs[k] = backend_.element_costs(options_.how, curvature, w);
       lap(report.timings.costs);
     }
-    selection chosen = select(element_costs, report.target_sparsity);
+    selection chosen = select(element_costs, all_of(matrices), matrices, report.target_sparsity);
     report.removed = chosen.removed;
     element_costs.clear();
     lap(report.timings.selection);
@@ -287,6 +340,7 @@ class basic_pruning_session {
       std::vector<std::size_t> live;
       std::vector<curvature_type> curvatures;
       for (const std::size_t k : group) {
+        if (!owns(k)) continue;
         if (dead_.count(k) != 0) {
           chosen.masks[k].apply(matrices[k].weight);  // before the next group's pass reads it
           continue;
@@ -297,9 +351,13 @@ class basic_pruning_session {
       lap(report.timings.curvature);
       update_all(report, curvatures, live, matrices, chosen.masks, {}, {});
       lap(report.timings.update);
+      share_weights(report, matrices, group);
     }
-    for (std::size_t k = 0; k < matrices.size(); ++k) chosen.masks[k].apply(matrices[k].weight);
+    for (std::size_t k = 0; k < matrices.size(); ++k) {
+      if (owns(k)) chosen.masks[k].apply(matrices[k].weight);
+    }
     lap(report.timings.update);
+    if (!updates) share_weights(report, matrices, all_of(matrices));
   }
 
   // Costs of every matrix group by group, one global threshold (per row for Wanda), then the
@@ -317,6 +375,7 @@ class basic_pruning_session {
     std::vector<std::vector<index_t>> cols;
     if (removes_lines(options_.what)) {
       const bool compensated = options_.what == structure::coupled && traits_of(options_.how).updates_weights;
+      share_line_costs_of(costs, matrices);
       if (compensated) without_feeding_lines(costs.rows, costs.cols);
       structured_selection chosen =
           options_.what == structure::coupled
@@ -330,7 +389,7 @@ class basic_pruning_session {
       // through the lines that read them.
       if (compensated) drop_feeding_lines(rows, cols);
     } else {
-      selection chosen = select(costs.element, report.target_sparsity);
+      selection chosen = select(costs.element, all_of(matrices), matrices, report.target_sparsity);
       masks = std::move(chosen.masks);
       report.removed = chosen.removed;
     }
@@ -338,11 +397,16 @@ class basic_pruning_session {
     lap(report.timings.selection);
 
     if (!updates) {
-      for (std::size_t k = 0; k < matrices.size(); ++k) masks[k].apply(matrices[k].weight);
+      for (std::size_t k = 0; k < matrices.size(); ++k) {
+        if (owns(k)) masks[k].apply(matrices[k].weight);
+      }
+      lap(report.timings.update);
+      share_weights(report, matrices, all_of(matrices));
     } else if (keep_curvature) {
       std::vector<std::size_t> live;
       std::vector<curvature_type> curvatures;
       for (std::size_t k = 0; k < matrices.size(); ++k) {
+        if (!owns(k)) continue;
         if (dead_.count(k) != 0) {
           masks[k].apply(matrices[k].weight);
         } else {
@@ -353,11 +417,13 @@ class basic_pruning_session {
       kept.clear();
       update_all(report, curvatures, live, matrices, masks, rows, cols);
       lap(report.timings.update);
+      share_weights(report, matrices, all_of(matrices));
     } else {
       for (const auto& group : groups) {
         const std::unique_ptr<store_type> store = calibrate(matrices, group, t, true, true);
         lap(report.timings.calibration);
         for (const std::size_t k : group) {
+          if (!owns(k)) continue;
           const prunable_matrix& m = matrices[k];
           if (dead_.count(k) != 0) {
             masks[k].apply(m.weight);
@@ -368,6 +434,8 @@ class basic_pruning_session {
           add_update(report, update(curvature, m, masks[k], rows, cols, k));
           lap(report.timings.update);
         }
+        lap(report.timings.update);
+        share_weights(report, matrices, group);
       }
     }
   }
@@ -388,12 +456,10 @@ class basic_pruning_session {
       if (uses_diagonals_only(options_.how, options_.what)) {
         // Factor diagonals only, accumulated on the host whatever the backend; no factorisation.
         detail::diagonal_store store;
-        calibrate_into(
-            store, matrices, group, t, needs_a, needs_g,
-            [&store](const factor_key& key, index_t dim) { store.define(key, dim); },
-            [&store](const factor_key& key) { return store.empty(key); });
+        calibrate_diagonals(store, matrices, group, t, needs_a, needs_g);
         lap(report.timings.calibration);
         for (const std::size_t k : group) {
+          if (!owns(k)) continue;
           const prunable_matrix& m = matrices[k];
           const host_matrix_view<const float> w(m.weight);
           const diagonal_curvature curvature = make_diagonal_curvature(
@@ -414,6 +480,7 @@ class basic_pruning_session {
       const std::unique_ptr<store_type> store = calibrate(matrices, group, t, needs_a, needs_g);
       lap(report.timings.calibration);
       for (const std::size_t k : group) {
+        if (!owns(k)) continue;
         const prunable_matrix& m = matrices[k];
         const host_matrix_view<const float> w(m.weight);
         if (entirely_dead(*store, m, needs_a, needs_g)) {
@@ -444,7 +511,10 @@ class basic_pruning_session {
   }
 
   // The element-mask selection of the method and structure: N:M, per row (Wanda) or global.
-  selection select(const std::vector<costs_type>& costs, double sparsity) {
+  // costs[i] belongs to matrices[which[i]]; over several processes only the owned ones are read.
+  selection select(const std::vector<costs_type>& costs, const std::vector<std::size_t>& which,
+                   const std::vector<prunable_matrix>& matrices, double sparsity) {
+    if (distributed()) return select_across(costs, which, matrices, sparsity);
     if (options_.what == structure::n_m) return backend_.select_nm(costs, options_.pattern, sparsity);
     if (traits_of(options_.how).selection == selection_scope::per_row)
       return backend_.select_per_row(costs, sparsity);
@@ -519,6 +589,9 @@ class basic_pruning_session {
       }
       report.correction_steps = steps;
       lap(report.timings.correction);
+      // Every process ran the same steps on the same weights; the owners' copies are the ones kept,
+      // so that the processes cannot drift apart by rounding.
+      share_weights(report, matrices, all_of(matrices));
     }
   }
 
@@ -603,25 +676,52 @@ class basic_pruning_session {
     calibrate_into(
         s, matrices, group, shot, needs_a, needs_g,
         [this, &s](const factor_key& key, index_t dim) { backend_.define(s, key, dim); },
-        [this, &s](const factor_key& key) { return backend_.empty(s, key); });
+        [this, &s](const factor_key& key) { return backend_.empty(s, key); },
+        [this, &s](const factor_key& key, std::optional<int> root, bool sum, bool keep) {
+          if constexpr (detail::has_reduce_factor<Backend>::value) {
+            if (sum) backend_.reduce_factor(s, key, *comm_, root);
+            if (!keep) backend_.forget(s, key);
+          }
+        });
     return store;
   }
 
+  // A calibration pass of factor diagonals (the diagonal methods); over several processes every
+  // process gets the sums (they are small).
+  void calibrate_diagonals(detail::diagonal_store& store, const std::vector<prunable_matrix>& matrices,
+                           const std::vector<std::size_t>& group, int shot, bool needs_a, bool needs_g) {
+    calibrate_into(
+        store, matrices, group, shot, needs_a, needs_g,
+        [&store](const factor_key& key, index_t dim) { store.define(key, dim); },
+        [&store](const factor_key& key) { return store.empty(key); },
+        [this, &store](const factor_key& key, std::optional<int> /*root*/, bool sum, bool /*keep*/) {
+          if (!sum) return;
+          store.at(key).combine_state([this](double* sums, index_t n, std::int64_t& count) {
+            detail::reduce_factor_state(*comm_, sums, n, false, count, std::nullopt);
+          });
+        });
+  }
+
   // One calibration pass into `sink_store` for the matrices of `group`: defines their keys, runs
-  // the adapter, and checks that every matrix was fed (nothing to do when no factor is needed).
-  template <typename Define, typename Empty>
+  // the adapter (its share of the pass, over several processes), sums the accumulators over the
+  // processes, and checks that every matrix was fed (nothing to do when no factor is needed).
+  // `share(key, root, sum, keep)` sums one accumulator (at `root`, or everywhere) when `sum`, and
+  // frees it unless `keep`.
+  template <typename Define, typename Empty, typename Share>
   void calibrate_into(detail::factor_sink& sink_store, const std::vector<prunable_matrix>& matrices,
                       const std::vector<std::size_t>& group, int shot, bool needs_a, bool needs_g,
-                      const Define& define, const Empty& empty) {
+                      const Define& define, const Empty& empty, const Share& share) {
     if (!needs_a && !needs_g) return;
     for (const std::size_t k : group) {
       const prunable_matrix& m = matrices[k];
       if (needs_a) define(factor_key::input_of(m), m.weight.cols());
       if (needs_g) define(factor_key::gradient_of(m), m.weight.rows());
     }
-    calibration_sink sink(sink_store, needs_a, needs_g);
+    calibration_sink sink(sink_store, needs_a, needs_g, comm_->share());
     adapter_.calibrate(sink, shot);
+    if (distributed()) sum_over_processes(sink, matrices, group, needs_a, needs_g, share);
     for (const std::size_t k : group) {
+      if (!owns(k)) continue;
       const prunable_matrix& m = matrices[k];
       if (needs_a && empty(factor_key::input_of(m))) {
         SURGEON_THROW(logic_error, "prune: the calibration pass fed no input for '{}' (key '{}')", m.name,
@@ -675,6 +775,18 @@ class basic_pruning_session {
       total += m.weight.size();
     }
     report.achieved_sparsity = static_cast<double>(zeros) / static_cast<double>(total);
+    if (distributed()) {
+      // The group's figures: each process has counted only the matrices it owns.
+      std::vector<double> largest{report.max_lambda_g, report.max_lambda_a, report.max_update_residual};
+      comm_->all_reduce_max(largest.data(), largest.size());
+      std::vector<std::int64_t> counts{report.escalations, report.update_iterations};
+      comm_->all_reduce_sum(counts.data(), counts.size());
+      report.max_lambda_g = largest[0];
+      report.max_lambda_a = largest[1];
+      report.max_update_residual = largest[2];
+      report.escalations = static_cast<int>(counts[0]);
+      report.update_iterations = counts[1];
+    }
     lap(report.timings.update);
     if constexpr (detail::has_evaluate_v<Adapter>) {
       report.evaluation = detail::evaluate_after(adapter_, report.shot);
@@ -691,9 +803,110 @@ class basic_pruning_session {
     phase_start_ = now;
   }
 
+  // Over several processes, after a calibration pass: every accumulator of `group` summed onto the
+  // owners of the matrices that read it (onto every process when several own one; not at all when
+  // the adapter ran the whole pass on every process), and freed on the other processes. The
+  // accumulators are visited in the same order on every process.
+  template <typename Share>
+  void sum_over_processes(const calibration_sink& sink, const std::vector<prunable_matrix>& matrices,
+                          const std::vector<std::size_t>& group, bool needs_a, bool needs_g,
+                          const Share& share) {
+    lap(report_->timings.calibration);
+    std::int64_t split = sink.asked_share_ ? 1 : 0;
+    comm_->all_reduce_sum(&split, 1);
+    SURGEON_EXPECTS(split == 0 || split == comm_->size(),
+                    "prune: the adapter asked for its share of the calibration pass on {} of {} processes",
+                    split, comm_->size());
+    std::vector<std::pair<factor_key, std::set<int>>> keys;
+    const auto add = [&keys](factor_key key, int owner) {
+      for (auto& entry : keys) {
+        if (entry.first == key) {
+          entry.second.insert(owner);
+          return;
+        }
+      }
+      keys.emplace_back(std::move(key), std::set<int>{owner});
+    };
+    for (const std::size_t k : group) {
+      if (needs_a) add(factor_key::input_of(matrices[k]), owner_[k]);
+      if (needs_g) add(factor_key::gradient_of(matrices[k]), owner_[k]);
+    }
+    for (const auto& [key, owners] : keys) {
+      const std::optional<int> root = owners.size() == 1 ? std::optional<int>(*owners.begin()) : std::nullopt;
+      share(key, root, split != 0, owners.count(comm_->rank()) != 0);
+    }
+    lap(report_->timings.communication);
+  }
+
+  // Over several processes: the weights of the matrices `which` from their owners to every process.
+  void share_weights(shot_report& report, const std::vector<prunable_matrix>& matrices,
+                     const std::vector<std::size_t>& which) {
+    if (!distributed()) return;
+    for (const std::size_t k : which) {
+      const host_matrix_view<float>& w = matrices[k].weight;
+      const auto row_bytes = static_cast<std::size_t>(w.cols()) * sizeof(float);
+      if (w.ld() == w.cols()) {
+        comm_->broadcast(w.data(), row_bytes * static_cast<std::size_t>(w.rows()), owner_[k]);
+      } else {
+        for (index_t i = 0; i < w.rows(); ++i) comm_->broadcast(w.row(i), row_bytes, owner_[k]);
+      }
+    }
+    lap(report.timings.communication);
+  }
+
+  // Over several processes: every matrix's row and column costs on every process.
+  void share_line_costs_of(layer_costs& costs, const std::vector<prunable_matrix>& matrices) {
+    if (!distributed()) return;
+    std::vector<index_t> rows;
+    std::vector<index_t> cols;
+    std::vector<bool> owned;
+    for (std::size_t k = 0; k < matrices.size(); ++k) {
+      rows.push_back(matrices[k].weight.rows());
+      cols.push_back(matrices[k].weight.cols());
+      owned.push_back(owns(k));
+    }
+    share_line_costs(*comm_, costs.rows, rows, owned);
+    share_line_costs(*comm_, costs.cols, cols, owned);
+  }
+
+  // `select` over several processes: the costs stay on their owners (driver/distribution.hpp).
+  selection select_across(const std::vector<costs_type>& costs, const std::vector<std::size_t>& which,
+                          const std::vector<prunable_matrix>& matrices, double sparsity) {
+    if constexpr (!detail::has_reduce_factor<Backend>::value) {
+      SURGEON_THROW(logic_error, "prune: this backend cannot run over several processes");
+    } else {
+      distributed_layers layers;
+      std::vector<host_matrix_view<const double>> views;
+      for (std::size_t i = 0; i < which.size(); ++i) {
+        const std::size_t k = which[i];
+        layers.rows.push_back(matrices[k].weight.rows());
+        layers.cols.push_back(matrices[k].weight.cols());
+        layers.owned.push_back(owns(k));
+        views.push_back(owns(k) ? backend_.host_view(costs[i]) : host_matrix_view<const double>());
+      }
+      if (options_.what == structure::n_m)
+        return select_nm_across(*comm_, views, layers, options_.pattern, sparsity);
+      if (traits_of(options_.how).selection == selection_scope::per_row)
+        return select_per_row_across(*comm_, views, layers, sparsity);
+      return select_unstructured_across(*comm_, views, layers, sparsity);
+    }
+  }
+
+  bool distributed() const noexcept { return comm_->size() > 1; }
+  // True when this process owns matrix k (always in a single-process run).
+  bool owns(std::size_t k) const { return owner_[k] == comm_->rank(); }
+  static std::vector<std::size_t> all_of(const std::vector<prunable_matrix>& matrices) {
+    std::vector<std::size_t> all(matrices.size());
+    for (std::size_t k = 0; k < all.size(); ++k) all[k] = k;
+    return all;
+  }
+
   Adapter& adapter_;
   prune_options options_;
   Backend backend_;
+  communicator* comm_;                  // the processes of the run (single_process by default)
+  std::vector<int> owner_;              // the owner process of each matrix of the current shot
+  shot_report* report_ = nullptr;       // the current shot's report (for the laps of calibrate_into)
   std::optional<coupled_units> units_;  // the adapter's units in the current shot (structure::coupled)
   std::set<std::size_t> dead_;          // matrices found entirely dead in the current shot
   std::chrono::steady_clock::time_point phase_start_;  // end of the last lap (see shot_timings)

@@ -93,6 +93,55 @@ inline std::size_t estimate_working_bytes(const std::vector<prunable_matrix>& ma
   return static_cast<std::size_t>(doubles * static_cast<double>(sizeof(double)));
 }
 
+/// @brief The K-FAC accumulators one calibration pass holds, in bytes: those of the largest group
+/// (of every matrix for sequential LLM Surgeon's first pass). In a run over several processes
+/// every process holds them until they are summed onto their owners. Cost: O(number of matrices).
+inline std::size_t estimate_accumulator_bytes(const std::vector<prunable_matrix>& matrices,
+                                              const prune_options& options, int group_size) {
+  const bool sequential_global = options.sequential && options.how == method::llm_surgeon;
+  const std::vector<std::vector<std::size_t>> groups =
+      sequential_global
+          ? fixed_groups(matrices.size(), 0)
+          : (options.sequential ? sequential_groups(matrices) : fixed_groups(matrices.size(), group_size));
+  const method_traits traits = traits_of(options.how);
+  const bool diagonal = uses_diagonals_only(options.how, options.what);
+  double largest = 0.0;
+  for (const std::vector<std::size_t>& group : groups) {
+    std::set<std::string> inputs;
+    double state = 0.0;
+    for (const std::size_t k : group) {
+      const prunable_matrix& m = matrices[k];
+      const auto square = [diagonal](index_t n) {
+        return diagonal ? static_cast<double>(n) : static_cast<double>(n) * static_cast<double>(n);
+      };
+      if (traits.needs_inputs && inputs.insert(m.input_key).second) state += square(m.weight.cols());
+      if (traits.needs_output_gradients) state += square(m.weight.rows());
+    }
+    largest = std::max(largest, state);
+  }
+  return static_cast<std::size_t>(largest * static_cast<double>(sizeof(double)));
+}
+
+/// @brief The working memory of process `rank` of a run over several processes (METHOD.md §10)
+/// whose matrices are owned as `owners` says (`plan_owners`): the larger of the accumulators of a
+/// calibration pass, which every process holds until they are summed (`estimate_accumulator_bytes`),
+/// and what the owned matrices need afterwards (`estimate_working_bytes` over them alone: their
+/// accumulators, curvatures and costs). Cost: O(number of matrices).
+/// @throws logic_error if `owners` does not have one entry per matrix.
+inline std::size_t estimate_process_bytes(const std::vector<prunable_matrix>& matrices,
+                                          const prune_options& options, int group_size,
+                                          const std::vector<int>& owners, int rank) {
+  SURGEON_EXPECTS(owners.size() == matrices.size(), "estimate_process_bytes: {} owners for {} matrices",
+                  owners.size(), matrices.size());
+  std::vector<prunable_matrix> owned;
+  for (std::size_t k = 0; k < matrices.size(); ++k) {
+    if (owners[k] == rank) owned.push_back(matrices[k]);
+  }
+  const std::size_t accumulators = estimate_accumulator_bytes(matrices, options, group_size);
+  if (owned.empty()) return accumulators;
+  return std::max(accumulators, estimate_working_bytes(owned, options, group_size));
+}
+
 /// @brief The group size a session uses: `options.group_size` when set or without a budget;
 /// otherwise 0 when everything fits `memory_budget`, else the largest k that fits.
 /// Cost: O(number of matrices²) estimates at most.

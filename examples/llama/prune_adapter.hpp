@@ -269,8 +269,15 @@ class prune_adapter {
     }
     std::vector<runtime::matrix> streams;  // the new cache: inputs of block first_layer
     std::vector<std::int32_t> batch_tokens;
+    // Over several processes each runs its share of the batches (the batches are formed the same
+    // way whatever the share, so a batch's contribution does not depend on the process count).
+    const data_share share = sink.share();
     index_t batch_index = 0;
     for (index_t first = 0; first < calibration_.nsamples; first += calibration_.batch, ++batch_index) {
+      if (!share.owns(batch_index)) {
+        if (cached_start) streams.emplace_back();  // keeps the cache indexed by batch
+        continue;
+      }
       const index_t count = std::min(calibration_.batch, calibration_.nsamples - first);
       batch_tokens.clear();
       for (index_t k = first; k < first + count; ++k) {
@@ -347,7 +354,7 @@ class prune_adapter {
   double evaluate(int shot) {
     const bool wanted = evaluation_.when == evaluate_when::every_shot ||
                         (evaluation_.when == evaluate_when::last_shot && shot == evaluation_.last_shot);
-    if (!wanted) return std::numeric_limits<double>::quiet_NaN();
+    if (!wanted || evaluation_texts_.empty()) return std::numeric_limits<double>::quiet_NaN();
     last_perplexities_.clear();
     for (const std::vector<std::int32_t>* text : evaluation_texts_) {
       last_perplexities_.push_back(perplexity(runtime_, *text, evaluation_.seqlen, evaluation_.max_windows,

@@ -34,6 +34,7 @@ inline report_json shot_json(const shot_report& r) {
   timings["update"] = r.timings.update;
   timings["correction"] = r.timings.correction;
   timings["evaluation"] = r.timings.evaluation;
+  timings["communication"] = r.timings.communication;
   report_json o;
   o["shot"] = r.shot;
   o["target_sparsity"] = r.target_sparsity;

@@ -27,6 +27,9 @@
 #include <surgeon/io/llama2c.hpp>
 #include <surgeon/mask.hpp>
 #include <surgeon/prune.hpp>
+#if defined(SURGEON_PRUNE_WITH_MPI)
+#include <surgeon/mpi/communicator.hpp>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -41,6 +44,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -493,17 +500,85 @@ using json = llama::report_json;
 std::string phases_line(const surgeon::shot_timings& t) {
   return fmt::format(
       "phases calibration={:.2f} curvature={:.2f} costs={:.2f} selection={:.2f} update={:.2f} "
-      "correction={:.2f} evaluation={:.2f}",
-      t.calibration, t.curvature, t.costs, t.selection, t.update, t.correction, t.evaluation);
+      "correction={:.2f} evaluation={:.2f} communication={:.2f}",
+      t.calibration, t.curvature, t.costs, t.selection, t.update, t.correction, t.evaluation,
+      t.communication);
+}
+
+// The processes of this run: MPI's world under mpirun when built with MPI, else this process.
+// Without MPI, a start as one of several processes is refused (each would write the same file).
+#if defined(SURGEON_PRUNE_WITH_MPI)
+using process_group = surgeon::mpi::communicator;
+#else
+struct process_group : surgeon::communicator {
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void all_reduce_sum(double*, std::size_t) override {}
+  void all_reduce_sum(std::int64_t*, std::size_t) override {}
+  void all_reduce_max(double*, std::size_t) override {}
+  void reduce_sum(double*, std::size_t, int) override {}
+  void broadcast(void*, std::size_t, int) override {}
+  std::vector<std::int64_t> all_gather(std::int64_t value) override { return {value}; }
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+};
+#endif
+
+#if !defined(SURGEON_PRUNE_WITH_MPI)
+// The number of processes a launcher (mpirun, srun) started this one among, from its environment.
+int launched_processes() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS"}) {
+    if (const char* value = std::getenv(name)) return std::max(1, std::atoi(value));
+  }
+  return 1;
+}
+#endif
+
+// What a process of a run over several processes says when the launcher stops it (another process
+// failed or was killed): one line, the output file's temporary removed, exit status 1.
+char stop_message[160];
+char stop_temporary[4096];
+extern "C" void on_stop(int) {
+  const ssize_t written = write(STDERR_FILENO, stop_message, std::strlen(stop_message));
+  (void)written;
+  if (stop_temporary[0] != '\0') unlink(stop_temporary);
+  _exit(1);
+}
+void stop_cleanly(int rank, int size, const std::string& temporary) {
+  std::snprintf(stop_message, sizeof stop_message,
+                "surgeon-prune: process %d of %d stopped: another process of the run failed or was killed\n",
+                rank, size);
+  std::snprintf(stop_temporary, sizeof stop_temporary, "%s", temporary.c_str());
+  std::signal(SIGTERM, on_stop);
+  std::signal(SIGINT, on_stop);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(SURGEON_PRUNE_WITH_MPI)
+  const surgeon::mpi::environment mpi(argc, argv);
+#else
+  if (launched_processes() > 1) {
+    fmt::print(stderr,
+               "surgeon-prune: started as one of {} processes, but built without MPI (configure with "
+               "-DSURGEON_WITH_MPI=ON and install libopenmpi-dev)\n",
+               launched_processes());
+    return 2;
+  }
+#endif
+  process_group group;
+  const bool leader = group.rank() == 0;
+  // Only the first process prints, reads the evaluation texts, writes and reports.
+  if (!leader && std::freopen("/dev/null", "w", stdout) == nullptr) return 1;
   options o;
   if (const std::optional<int> status = parse_flags(argc, argv, o)) return *status;
-  return llama::tool::run_guarded("surgeon-prune", [&] {
+  if (group.size() > 1)
+    stop_cleanly(group.rank(), group.size(), leader ? o.out_path + ".tmp." + std::to_string(getpid()) : "");
+  const int status = llama::tool::run_guarded("surgeon-prune", [&] {
     const auto start = std::chrono::steady_clock::now();
+    if (group.size() > 1 && o.cuda_device >= 0)
+      throw llama::tool::bad_input(
+          "--device cuda runs in one process; under mpirun the processes prune on the CPU");
     if (same_file(o.model_path, o.out_path))
       throw llama::tool::bad_input(
           fmt::format("refusing to overwrite the input model {} (--out {})", o.model_path, o.out_path));
@@ -516,8 +591,10 @@ int main(int argc, char** argv) {
     if (!o.tokenizer_path.empty()) llama::tool::check_readable("--tokenizer", o.tokenizer_path);
     llama::tool::check_readable("--calib", o.calib_path);
     for (const std::string& path : o.eval_paths) llama::tool::check_readable("--eval", path);
-    llama::tool::check_writable("--out", o.out_path);
-    if (!o.report_path.empty()) llama::tool::check_writable("--report", o.report_path);
+    if (leader) {
+      llama::tool::check_writable("--out", o.out_path);
+      if (!o.report_path.empty()) llama::tool::check_writable("--report", o.report_path);
+    }
 #if defined(SURGEON_PRUNE_WITH_CUDA)
     // Fail before the model is loaded and evaluated when the device is missing.
     if (o.cuda_device >= 0)
@@ -542,9 +619,9 @@ int main(int argc, char** argv) {
     llama::runtime runtime(m);
     const bool tty = isatty(fileno(stderr)) != 0;
 
-    // Dense perplexity of every evaluation text.
+    // Dense perplexity of every evaluation text (by the first process only).
     std::vector<llama::perplexity_result> dense_results;
-    for (std::size_t k = 0; k < evals.size(); ++k) {
+    for (std::size_t k = 0; k < evals.size() && leader; ++k) {
       index_t windows = static_cast<index_t>(evals[k].size()) / seqlen;
       windows = std::min<index_t>(windows, static_cast<index_t>(o.eval_windows));
       llama::progress_bar bar("dense perplexity", windows);
@@ -556,7 +633,6 @@ int main(int argc, char** argv) {
       fmt::print("ppl_dense={:.6f} (text={} windows={} seqlen={})\n", dense_results.back().ppl,
                  o.eval_paths[k], dense_results.back().windows, seqlen);
     }
-    const llama::perplexity_result& dense = dense_results.front();
     std::fflush(stdout);
 
     // Pruning.
@@ -601,8 +677,11 @@ int main(int argc, char** argv) {
     eo.max_windows = static_cast<index_t>(o.eval_windows);
     eo.when = o.eval_every_shot ? llama::evaluate_when::every_shot : llama::evaluate_when::last_shot;
     eo.last_shot = *po.shots;
+    if (!leader) eo.when = llama::evaluate_when::never;
     std::vector<const std::vector<std::int32_t>*> eval_texts;
-    for (const std::vector<std::int32_t>& text : evals) eval_texts.push_back(&text);
+    for (const std::vector<std::int32_t>& text : evals) {
+      if (leader) eval_texts.push_back(&text);
+    }
     llama::prune_adapter adapter(m, runtime, calib, eval_texts, co, eo);
 
     {
@@ -617,7 +696,7 @@ int main(int argc, char** argv) {
     const int update_threads = o.update_threads > 0
                                    ? static_cast<int>(o.update_threads)
                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    if (o.cuda_device < 0) fmt::print("update_threads={}\n", update_threads);
+    if (o.cuda_device < 0) fmt::print("update_threads={} processes={}\n", update_threads, group.size());
     llama::progress_bar bar("prune", *po.shots);
     bar.update(0, fmt::format("{} {} density {}", surgeon::to_string(o.how), o.shape.name, o.density));
     const auto on_shot = [&](const surgeon::shot_report& r) {
@@ -632,6 +711,7 @@ int main(int argc, char** argv) {
               : "",
           r.evaluation && std::isfinite(*r.evaluation) ? fmt::format(" ppl={:.6f}", *r.evaluation) : "",
           phases_line(r.timings));
+      if (!leader) return;
       if (tty)
         bar.update(r.shot, fmt::format("sparsity {:.4f} ({:.1f} s)", r.achieved_sparsity, r.seconds));
       else
@@ -641,7 +721,7 @@ int main(int argc, char** argv) {
     if (o.cuda_device < 0) {
       surgeon::cpu::prune_backend_options bo;
       bo.update_threads = update_threads;
-      reports = surgeon::prune(adapter, po, surgeon::cpu::prune_backend(bo), on_shot);
+      reports = surgeon::prune(adapter, po, surgeon::cpu::prune_backend(bo), group, on_shot);
     } else {
 #if defined(SURGEON_PRUNE_WITH_CUDA)
       // The pruning runs in cuda_prune.cu (nvcc, no Eigen); the adapter crosses as any_adapter.
@@ -649,6 +729,14 @@ int main(int argc, char** argv) {
       reports = llama::prune_on_cuda(o.cuda_device, erased, po, o.costs_on_host, on_shot);
 #endif
     }
+    // Every process ends with the same weights; the first one finishes the run.
+    const std::vector<std::int64_t> peak_kib =
+        group.all_gather(static_cast<std::int64_t>(peak_rss_mb() * 1024.0));
+    if (!leader) return 0;
+    std::vector<double> peak_mb_per_process;
+    for (const std::int64_t kib : peak_kib) peak_mb_per_process.push_back(static_cast<double>(kib) / 1024.0);
+    if (group.size() > 1) fmt::print("peak_rss_mb_per_process={:.1f}\n", fmt::join(peak_mb_per_process, ","));
+    const llama::perplexity_result& dense = dense_results.front();
     const std::vector<llama::perplexity_result> pruned_results = adapter.last_perplexities();
     const double ppl_pruned = adapter.last_perplexity().ppl;
     const counts c = count_parameters(m);
@@ -771,6 +859,8 @@ int main(int argc, char** argv) {
                           {"fine_tune_batches", work.fine_tune_batches}};
       j["seconds"] = seconds;
       j["peak_rss_mb"] = peak_rss_mb();
+      j["processes"] = group.size();
+      j["peak_rss_mb_per_process"] = peak_mb_per_process;
       j["per_shot"] = json::array();
       for (const surgeon::shot_report& r : reports) j["per_shot"].push_back(llama::shot_json(r));
       llama::write_report(o.report_path, j);
@@ -799,6 +889,7 @@ int main(int argc, char** argv) {
       all.update += r.timings.update;
       all.correction += r.timings.correction;
       all.evaluation += r.timings.evaluation;
+      all.communication += r.timings.communication;
     }
     fmt::print("{} (seconds, all shots)\n", phases_line(all));
     // One perplexity column per evaluation text, headed by its file name.
@@ -825,4 +916,10 @@ int main(int argc, char** argv) {
     }
     return 0;
   });
+  if (status != 0 && group.size() > 1) {
+    fmt::print(stderr, "surgeon-prune: process {} of {} failed: ending every process of the run\n",
+               group.rank(), group.size());
+    group.abort(status);
+  }
+  return status;
 }

@@ -243,6 +243,15 @@ TEST_CASE("plan_owners: every process owns matrices, the largest first, the same
     }
   }
   CHECK_THROWS_AS(surgeon::plan_owners(matrices, 0), surgeon::logic_error);
+  // With groups, a group's matrices go to distinct processes while there are enough of them, and
+  // the loads carry over: here up and gate (one input) on two processes, down and proj after them.
+  const std::vector<std::vector<std::size_t>> groups = surgeon::sequential_groups(matrices);
+  REQUIRE(groups.size() == 3);
+  const std::vector<int> owner = surgeon::plan_owners(matrices, 2, groups);
+  CHECK(owner[0] != owner[1]);
+  CHECK(owner[2] != owner[3]);
+  CHECK(surgeon::plan_owners(matrices, 2, groups) == owner);
+  CHECK_THROWS_AS(surgeon::plan_owners(matrices, 2, {{0, 7}}), surgeon::logic_error);
 }
 
 TEST_CASE("factor sums of a split calibration equal the whole pass's to 1e-12", "[mpi]") {

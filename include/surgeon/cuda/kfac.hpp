@@ -260,6 +260,17 @@ class device_factor_accumulator : public surgeon::detail::accumulator_bookkeepin
   /// strict upper triangle is unspecified). Ordered on the stream of the creating context.
   const T* lower_data() const { return state_.data(); }
 
+  /// @brief Hands the device state (column-major `size() x size()`, device pointer) and the token
+  /// count to `combine(T* device_state, index_t size, std::int64_t& count)`, which may change both
+  /// in place: a distributed run's sum over processes (`cuda::prune_backend::reduce_factor`). The
+  /// caller synchronises the stream first.
+  /// @throws logic_error in EMA mode (an EMA is not a sum).
+  template <typename Combine>
+  void combine_state(const Combine& combine) {
+    SURGEON_EXPECTS(!is_ema(), "cuda::device_factor_accumulator::combine_state: an EMA cannot be combined");
+    combine(state_.data(), size(), count_);
+  }
+
   /// @brief Adds the token rows of a device matrix `x` (`[tokens, dim]`, any leading dimension).
   ///
   /// Checks `x` for NaN/infinity on the device first and waits for that check (the state is left

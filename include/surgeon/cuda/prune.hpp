@@ -119,6 +119,47 @@ class prune_backend {
   /// each phase it times, `shot_timings`).
   void synchronize() const { ctx_->synchronize(); }
 
+  /// @brief Refuses a run over several processes unless the costs are on the host
+  /// (`prune_backend_options::costs_on_host`), where the selections across processes read them.
+  /// @throws logic_error otherwise.
+  void expect_distributable() const {
+    SURGEON_EXPECTS(
+        options_.costs_on_host,
+        "cuda::prune_backend: a run over several processes needs prune_backend_options::costs_on_host");
+  }
+  /// @brief Sums the device accumulator `key` of `s` over the processes of `comm` (at `root`, or at
+  /// every process without one): on the device when the communicator reduces device buffers
+  /// (`cuda::nccl_communicator`), else through a host copy of its lower triangle (e.g.
+  /// `mpi::communicator`). Cost: size² doubles on the device, or a device-host round trip.
+  /// @throws logic_error if `key` is not defined; cuda_error, communication_error.
+  void reduce_factor(store& s, const factor_key& key, communicator& comm, std::optional<int> root) const {
+    ctx_->synchronize();  // every queued accumulation is in the state
+    s.factors_.at(key).combine_state([&](double* state, index_t n, std::int64_t& count) {
+      const auto values = static_cast<std::size_t>(n) * static_cast<std::size_t>(n);
+      if (comm.reduces_device_buffers()) {
+        if (root) {
+          comm.reduce_sum_device(state, values, *root);
+        } else {
+          comm.all_reduce_sum_device(state, values);
+        }
+        comm.all_reduce_sum(&count, 1);
+        return;
+      }
+      std::vector<double> host(values);
+      SURGEON_CUDA_CHECK(cudaMemcpy(host.data(), state, values * sizeof(double), cudaMemcpyDeviceToHost));
+      surgeon::detail::reduce_factor_state(comm, host.data(), n, true, count, root);
+      SURGEON_CUDA_CHECK(cudaMemcpy(state, host.data(), values * sizeof(double), cudaMemcpyHostToDevice));
+    });
+  }
+  /// @brief Frees the device accumulator `key` of `s` (a process that does not own its matrices).
+  void forget(store& s, const factor_key& key) const { s.factors_.erase(key); }
+  /// @brief The host view of one matrix's costs (`costs_on_host` only; see `expect_distributable`).
+  /// @throws logic_error without `costs_on_host`.
+  host_matrix_view<const double> host_view(const costs& c) const {
+    expect_distributable();
+    return c.host_view();
+  }
+
   /// @brief The first-order correction's adapter of one matrix (device, float).
   using low_rank_adapter = surgeon::cuda::low_rank_adapter;
   /// @brief A fresh adapter of a matrix whose pruned weights `pruned` marks (B = 0, A seeded), on

@@ -43,24 +43,41 @@ inline double matrix_work(index_t rows, index_t cols) {
 
 /// @brief The owner process of each matrix: longest-processing-time bin packing of `matrix_work`
 /// (largest first, each to the least-loaded process; ties to the lower rank), so that the
-/// factorisations, costs and updates, and with them the factor memory, split about evenly. The
-/// same on every process (it depends on the shapes only). Cost: O(n log n + n·ranks).
-/// @throws logic_error if `ranks` < 1.
-inline std::vector<int> plan_owners(const std::vector<prunable_matrix>& matrices, int ranks) {
+/// factorisations, costs and updates, and with them the factor memory, split about evenly. With
+/// `groups` (the session's calibration groups, run one after the other), each group is packed in
+/// turn and its matrices go to distinct processes first, so that a group's updates run side by
+/// side; the loads carry over from group to group. The same on every process (it depends on the
+/// shapes and groups only). Cost: O(n log n + n·ranks).
+/// @throws logic_error if `ranks` < 1 or a group names a matrix that does not exist.
+inline std::vector<int> plan_owners(const std::vector<prunable_matrix>& matrices, int ranks,
+                                    const std::vector<std::vector<std::size_t>>& groups = {}) {
   SURGEON_EXPECTS(ranks >= 1, "plan_owners: {} processes", ranks);
-  std::vector<std::size_t> order(matrices.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
   const auto work = [&](std::size_t k) {
     return matrix_work(matrices[k].weight.rows(), matrices[k].weight.cols());
   };
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t x, std::size_t y) { return work(x) > work(y); });
+  std::vector<std::vector<std::size_t>> packs = groups;
+  if (packs.empty()) {
+    packs.emplace_back(matrices.size());
+    std::iota(packs.front().begin(), packs.front().end(), std::size_t{0});
+  }
   std::vector<double> load(static_cast<std::size_t>(ranks), 0.0);
   std::vector<int> owner(matrices.size(), 0);
-  for (const std::size_t k : order) {
-    const auto least = std::min_element(load.begin(), load.end());
-    owner[k] = static_cast<int>(least - load.begin());
-    *least += work(k);
+  for (std::vector<std::size_t> pack : packs) {
+    for (const std::size_t k : pack) {
+      SURGEON_EXPECTS(k < matrices.size(), "plan_owners: matrix {} of {}", k, matrices.size());
+    }
+    std::stable_sort(pack.begin(), pack.end(),
+                     [&](std::size_t x, std::size_t y) { return work(x) > work(y); });
+    std::vector<int> taken(static_cast<std::size_t>(ranks), 0);  // matrices of this pack per process
+    for (const std::size_t k : pack) {
+      std::size_t best = 0;
+      for (std::size_t r = 1; r < load.size(); ++r) {
+        if (taken[r] < taken[best] || (taken[r] == taken[best] && load[r] < load[best])) best = r;
+      }
+      owner[k] = static_cast<int>(best);
+      load[best] += work(k);
+      ++taken[best];
+    }
   }
   return owner;
 }

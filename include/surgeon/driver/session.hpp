@@ -83,6 +83,11 @@ struct has_synchronize : std::false_type {};
 template <typename B>
 struct has_synchronize<B, std::void_t<decltype(std::declval<B&>().synchronize())>> : std::true_type {};
 template <typename B, typename = void>
+struct has_expect_distributable : std::false_type {};
+template <typename B>
+struct has_expect_distributable<B, std::void_t<decltype(std::declval<const B&>().expect_distributable())>>
+    : std::true_type {};
+template <typename B, typename = void>
 struct has_reduce_factor : std::false_type {};
 /// A backend that can sum its accumulators over processes (`reduce_factor`, `forget`, `host_view`).
 template <typename B>
@@ -123,7 +128,8 @@ struct has_reduce_factor<
 ///   (`cpu::prune_backend_options::update_threads`); without it they run in order;
 /// - for a run over several processes: `reduce_factor(store&, key, communicator&, optional root)`
 ///   (the accumulator summed over the processes), `forget(store&, key)` and
-///   `host_view(const costs&)`.
+///   `host_view(const costs&)`; optionally `expect_distributable()`, which refuses at construction
+///   what the backend cannot run over several processes.
 ///
 /// **Over several processes** (the constructor with a `communicator` of size K > 1; METHOD.md
 /// §10): every process runs the same session on its own copy of the model. Each matrix has one
@@ -173,6 +179,7 @@ class basic_pruning_session {
         SURGEON_THROW(logic_error,
                       "prune: this backend cannot run over several processes (no reduce_factor)");
       }
+      if constexpr (detail::has_expect_distributable<Backend>::value) backend_.expect_distributable();
     }
     const auto matrices = adapter_.matrices();
     SURGEON_EXPECTS(!matrices.empty(), "prune: the adapter lists no prunable matrix");
@@ -227,7 +234,7 @@ class basic_pruning_session {
                                                    : fixed_groups(matrices.size(), options_.group_size);
     dead_.clear();
     report_ = &report;
-    owner_ = plan_owners(matrices, comm_->size());
+    owner_ = plan_owners(matrices, comm_->size(), groups);
     if (options_.what == structure::coupled) units_ = units_of(matrices);
     const method_traits traits = traits_of(options_.how);
     if (traits.selection == selection_scope::per_layer) {

@@ -84,8 +84,11 @@ class communicator {
   data_share share() const { return data_share{rank(), size()}; }
 
  protected:
+  /// @brief Only implementations construct one.
   communicator() = default;
+  /// @brief Copied as part of an implementation only (the interface holds no state).
   communicator(const communicator&) = default;
+  /// @brief Assigned as part of an implementation only.
   communicator& operator=(const communicator&) = default;
 };
 

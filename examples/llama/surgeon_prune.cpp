@@ -348,7 +348,7 @@ std::optional<int> parse_flags(int argc, char** argv, options& o) {
       app.add_option(
              "--update-threads", update_threads,
              "cpu: matrices updated at once by llm-surgeon, each with single-threaded BLAS (auto: the "
-             "hardware threads; 1: one at a time)")
+             "hardware threads, shared by the processes of a run on this machine; 1: one at a time)")
           ->check(cli::keyword_or("auto", cli::integer_at_least(1)))
           ->type_name("auto|INT");
   app.add_option("--out-type", o.out_type_name,
@@ -533,6 +533,15 @@ int launched_processes() {
 }
 #endif
 
+// The processes of the run on this machine, which share its memory (the launcher's count; all of
+// them when it gives none).
+int local_processes(int processes) {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+    if (const char* value = std::getenv(name)) return std::clamp(std::atoi(value), 1, std::max(1, processes));
+  }
+  return std::max(1, processes);
+}
+
 // What a process of a run over several processes says when the launcher stops it (another process
 // failed or was killed): one line, the output file's temporary removed, exit status 1.
 char stop_message[160];
@@ -653,7 +662,8 @@ int main(int argc, char** argv) {
     po.sequential = o.sequential;
     if (o.first_order) po.first_order = o.first_order_options;
     po.first_order.seed = o.seed;
-    // The working-memory budget: auto is 80 % of what is free where the pruning runs.
+    // The working-memory budget: auto is 80 % of what is free where the pruning runs, shared by the
+    // processes of the run on this machine (--memory-budget is each process's).
     std::size_t free_bytes = 0;
     if (o.memory_budget_gb < 0.0) {
 #if defined(SURGEON_PRUNE_WITH_CUDA)
@@ -661,7 +671,7 @@ int main(int argc, char** argv) {
 #else
       free_bytes = available_host_bytes();
 #endif
-      po.memory_budget = free_bytes / 10 * 8;
+      po.memory_budget = free_bytes / 10 * 8 / static_cast<std::size_t>(local_processes(group.size()));
     } else {
       po.memory_budget = static_cast<std::size_t>(o.memory_budget_gb * 1e9);
     }
@@ -686,16 +696,21 @@ int main(int argc, char** argv) {
 
     {
       const std::vector<surgeon::prunable_matrix> matrices = adapter.matrices();
-      const int groups = surgeon::choose_group_size(matrices, po);  // throws when nothing fits
-      fmt::print("memory_budget={:.1f} MB{} group_size={}{} working_memory_estimate={:.1f} MB\n",
-                 static_cast<double>(po.memory_budget) / 1e6, o.memory_budget_gb < 0.0 ? " (auto)" : "",
-                 groups, po.sequential ? " (sequential)" : "",
-                 static_cast<double>(surgeon::estimate_working_bytes(matrices, po, groups)) / 1e6);
+      // Throws when nothing fits; over several processes, per process.
+      const int groups = surgeon::choose_group_size(matrices, po, group.size());
+      fmt::print(
+          "memory_budget={:.1f} MB{} group_size={}{} working_memory_estimate={:.1f} MB{}\n",
+          static_cast<double>(po.memory_budget) / 1e6, o.memory_budget_gb < 0.0 ? " (auto)" : "", groups,
+          po.sequential ? " (sequential)" : "",
+          static_cast<double>(surgeon::estimate_largest_process_bytes(matrices, po, groups, group.size())) /
+              1e6,
+          group.size() > 1 ? " (per process)" : "");
       std::fflush(stdout);
     }
     const int update_threads = o.update_threads > 0
                                    ? static_cast<int>(o.update_threads)
-                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+                                   : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
+                                                     local_processes(group.size()));
     if (o.cuda_device < 0) fmt::print("update_threads={} processes={}\n", update_threads, group.size());
     llama::progress_bar bar("prune", *po.shots);
     bar.update(0, fmt::format("{} {} density {}", surgeon::to_string(o.how), o.shape.name, o.density));

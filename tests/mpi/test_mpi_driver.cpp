@@ -254,6 +254,27 @@ TEST_CASE("plan_owners: every process owns matrices, the largest first, the same
   CHECK_THROWS_AS(surgeon::plan_owners(matrices, 2, {{0, 7}}), surgeon::logic_error);
 }
 
+TEST_CASE("memory over several processes: each process needs less, the group size is chosen per process",
+          "[mpi]") {
+  mlp_adapter m;
+  const std::vector<surgeon::prunable_matrix> matrices = m.matrices();
+  surgeon::prune_options options;
+  options.how = surgeon::method::llm_surgeon;
+  const std::size_t one = surgeon::estimate_working_bytes(matrices, options, 0);
+  CHECK(surgeon::estimate_largest_process_bytes(matrices, options, 0, 1) == one);
+  const std::size_t two = surgeon::estimate_largest_process_bytes(matrices, options, 0, 2);
+  CHECK(two < one);
+  // Every process holds a pass's accumulators: never below them.
+  CHECK(two >= surgeon::estimate_accumulator_bytes(matrices, options, 0));
+  // A budget that the whole shot at once fits per process over two processes but not in one.
+  options.memory_budget = (one + two) / 2;
+  CHECK(surgeon::choose_group_size(matrices, options, 2) == 0);
+  CHECK(surgeon::choose_group_size(matrices, options, 1) > 0);
+  const std::vector<int> owners = surgeon::plan_owners(matrices, 2);
+  CHECK_THROWS_AS(surgeon::estimate_process_bytes(matrices, options, 0, {0}, 0), surgeon::logic_error);
+  CHECK(surgeon::estimate_process_bytes(matrices, options, 0, owners, 0) <= two);
+}
+
 TEST_CASE("factor sums of a split calibration equal the whole pass's to 1e-12", "[mpi]") {
   surgeon::mpi::communicator& comm = *world;
   mlp_adapter m;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <surgeon/driver/calibration.hpp>
+#include <surgeon/driver/distribution.hpp>
 #include <surgeon/driver/options.hpp>
 #include <surgeon/error.hpp>
 #include <surgeon/method_traits.hpp>
@@ -142,33 +143,54 @@ inline std::size_t estimate_process_bytes(const std::vector<prunable_matrix>& ma
   return std::max(accumulators, estimate_working_bytes(owned, options, group_size));
 }
 
+/// @brief The largest working memory of any process of a run over `processes` processes with
+/// groups of `group_size` matrices: `estimate_process_bytes` over the session's owner plan
+/// (`plan_owners` with its groups); `estimate_working_bytes` for one process.
+/// Cost: O(processes · number of matrices).
+inline std::size_t estimate_largest_process_bytes(const std::vector<prunable_matrix>& matrices,
+                                                  const prune_options& options, int group_size,
+                                                  int processes) {
+  if (processes <= 1) return estimate_working_bytes(matrices, options, group_size);
+  const std::vector<std::vector<std::size_t>> groups =
+      options.sequential ? sequential_groups(matrices) : fixed_groups(matrices.size(), group_size);
+  const std::vector<int> owners = plan_owners(matrices, processes, groups);
+  std::size_t largest = 0;
+  for (int r = 0; r < processes; ++r) {
+    largest = std::max(largest, estimate_process_bytes(matrices, options, group_size, owners, r));
+  }
+  return largest;
+}
+
 /// @brief The group size a session uses: `options.group_size` when set or without a budget;
-/// otherwise 0 when everything fits `memory_budget`, else the largest k that fits.
-/// Cost: O(number of matrices²) estimates at most.
+/// otherwise 0 when everything fits `memory_budget`, else the largest k that fits. Over several
+/// `processes` the budget is each process's and the need its largest process's
+/// (`estimate_largest_process_bytes`).
+/// Cost: O(number of matrices²) estimates at most (times `processes`).
 /// @throws logic_error if a budget is set and not even one matrix at a time fits it.
-inline int choose_group_size(const std::vector<prunable_matrix>& matrices, const prune_options& options) {
+inline int choose_group_size(const std::vector<prunable_matrix>& matrices, const prune_options& options,
+                             int processes = 1) {
+  const auto need = [&](int group_size) {
+    return estimate_largest_process_bytes(matrices, options, group_size, processes);
+  };
   if (options.sequential) {
-    if (options.memory_budget != 0 && estimate_working_bytes(matrices, options, 0) > options.memory_budget) {
+    if (options.memory_budget != 0 && need(0) > options.memory_budget) {
       SURGEON_THROW(logic_error,
                     "prune: sequential pruning's largest group needs about {:.1f} MB of working memory, over "
                     "the budget of {:.1f} MB",
-                    static_cast<double>(estimate_working_bytes(matrices, options, 0)) / 1e6,
-                    static_cast<double>(options.memory_budget) / 1e6);
+                    static_cast<double>(need(0)) / 1e6, static_cast<double>(options.memory_budget) / 1e6);
     }
     return 0;
   }
   if (options.group_size > 0 || options.memory_budget == 0) return options.group_size;
-  if (estimate_working_bytes(matrices, options, 0) <= options.memory_budget) return 0;
+  if (need(0) <= options.memory_budget) return 0;
   for (std::size_t k = matrices.size(); k >= 1; --k) {
-    if (estimate_working_bytes(matrices, options, static_cast<int>(k)) <= options.memory_budget)
-      return static_cast<int>(k);
+    if (need(static_cast<int>(k)) <= options.memory_budget) return static_cast<int>(k);
   }
   SURGEON_THROW(
       logic_error,
       "prune: even one matrix at a time needs about {:.1f} MB of working memory, over the budget of "
       "{:.1f} MB",
-      static_cast<double>(estimate_working_bytes(matrices, options, 1)) / 1e6,
-      static_cast<double>(options.memory_budget) / 1e6);
+      static_cast<double>(need(1)) / 1e6, static_cast<double>(options.memory_budget) / 1e6);
 }
 
 }  // namespace surgeon

@@ -188,7 +188,7 @@ class basic_pruning_session {
       SURGEON_EXPECTS(names.insert(m.name).second, "prune: two matrices are named '{}'", m.name);
       if (options_.what == structure::n_m) validate(options_.pattern, m.weight.cols());
     }
-    options_.group_size = choose_group_size(matrices, options_);
+    options_.group_size = choose_group_size(matrices, options_, comm_->size());
     if (options_.first_order.enabled()) {
       // Refused before any work rather than after the first shot.
       if constexpr (!detail::has_fine_tune<Adapter>::value) {
